@@ -22,7 +22,7 @@ $(STAMP): setup.cfg constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m cellcount_core.demo --output $(DEMO_OUT) $(if $(IMAGES),--images $(IMAGES))
+	$(PY) -m cellcount_cellprofiler.demo --output $(DEMO_OUT) $(if $(IMAGES),--images $(IMAGES))
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs

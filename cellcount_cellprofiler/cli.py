@@ -1,0 +1,30 @@
+"""The ``cellcount`` command: ``cellcount SUBCOMMAND --help`` explains each subcommand."""
+
+import argparse
+import sys
+
+from cellcount_cellprofiler.commands import count
+from cellcount_core.model_files import ModelFileError
+
+SUBCOMMANDS = (count,)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="cellcount", description="Deep-learning cell counting for CellProfiler.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for command in SUBCOMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError, ModelFileError) as error:
+        print(f"cellcount {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Counting a list of image files without CellProfiler: one row per image, for scripts and quick checks."""
+
+import csv
+import sys
+from pathlib import Path
+
+from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
+from cellcount_core.image_io import read_image
+
+CSV_COLUMNS = ("image", "count", "regression_count", "threshold", "diameter", "height", "width")
+
+
+def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, device="Auto", tile_size=512,
+                labels_dir=None, overlays_dir=None, progress=True, **postprocess):
+    """Segment and count each image file; yield a row (dict with CSV_COLUMNS) per image.
+
+    ``count`` is the number of objects after DeepThreshold's default post-processing, ``regression_count``
+    the counting network's estimate. Label images (16-bit TIFF) and outline overlays (PNG) are written to
+    ``labels_dir`` / ``overlays_dir`` when given. ``postprocess`` is passed to ``segment_image``.
+    """
+    from tqdm import tqdm
+
+    from cellcount_core.inference import predict_count
+    from cellcount_core.segmentation import segment_image
+
+    for folder in (labels_dir, overlays_dir):
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+    for path in tqdm(list(paths), desc="Counting", unit="image", disable=not progress):
+        image = read_image(path)
+        result = segment_image(image, model=segmenter, device=device, tile_size=tile_size, **postprocess)
+        if labels_dir is not None:
+            _write_labels(Path(labels_dir) / f"{Path(path).stem}_labels.tif", result.labels)
+        if overlays_dir is not None:
+            _write_overlay(Path(overlays_dir) / f"{Path(path).stem}_overlay.png", image, result.labels)
+        yield {
+            "image": str(path),
+            "count": int(result.count),
+            "regression_count": round(float(predict_count(image, model=counter, device=device,
+                                                          tile_size=tile_size)), 2),
+            "threshold": round(float(result.threshold), 4),
+            "diameter": round(float(result.diameter), 2),
+            "height": image.shape[0],
+            "width": image.shape[1],
+        }
+
+
+def write_rows(rows, csv_path=None):
+    """Write count rows as CSV to ``csv_path``, or to standard output when it is None; return the rows."""
+    written = []
+    handle = open(csv_path, "w", newline="") if csv_path else sys.stdout
+    try:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+            handle.flush()
+            written.append(row)
+    finally:
+        if csv_path:
+            handle.close()
+    return written
+
+
+def _write_labels(path, labels):
+    import tifffile
+
+    tifffile.imwrite(path, labels.astype("uint16" if labels.max() < 65536 else "uint32"), compression="zlib")
+
+
+def _write_overlay(path, image, labels):
+    import imageio.v3 as iio
+
+    from cellcount_core.overlays import outline_overlay
+
+    iio.imwrite(path, outline_overlay(image, labels))

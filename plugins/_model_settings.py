@@ -1,0 +1,142 @@
+"""Settings shared by the deep modules: which model file, on which device, in tiles of what size.
+
+CellProfiler loads only ``[!_]*.py`` files of a plugin folder as modules, so this helper is imported by the
+plugin files but never registered itself. It uses only the settings API that CellProfiler 4.2.8 also has.
+"""
+
+import os
+
+from cellprofiler_core.preferences import ABSOLUTE_FOLDER_NAME
+from cellprofiler_core.preferences import DEFAULT_INPUT_FOLDER_NAME
+from cellprofiler_core.preferences import DEFAULT_INPUT_SUBFOLDER_NAME
+from cellprofiler_core.preferences import DEFAULT_OUTPUT_FOLDER_NAME
+from cellprofiler_core.preferences import DEFAULT_OUTPUT_SUBFOLDER_NAME
+from cellprofiler_core.setting import ValidationError
+from cellprofiler_core.setting.choice import Choice
+from cellprofiler_core.setting.text import Directory, Filename, Integer
+
+from cellcount_core.bundled import bundled_models, resolve_model
+from cellcount_core.model_files import ModelFileError, read_card
+
+BUNDLED = "Bundled model"
+CUSTOM = "Custom model file"
+DEVICES = ["Auto", "CPU", "GPU"]
+MODEL_FILE_TYPES = [("Model weights (*.safetensors)", "*.safetensors"), ("Model card (*.json)", "*.json")]
+
+
+def bundled_names(kind):
+    """Names of the bundled models of one kind ("segmenter" or "counter"), for a Choice setting."""
+    names = []
+    for name, path in sorted(bundled_models().items()):
+        try:
+            if read_card(path).kind == kind:
+                names.append(name)
+        except ModelFileError:
+            continue  # a broken bundled file is reported by validation when it is chosen, not listed
+    return names
+
+
+class ModelSettings:
+    """Mixin for the model choice (bundled or a custom file), the device and the tile size.
+
+    A subclass sets ``model_kind`` and ``default_model`` and calls :meth:`create_model_settings`.
+    """
+
+    model_kind = "segmenter"
+    default_model = "default"
+
+    def create_model_settings(self):
+        choices = bundled_names(self.model_kind) or [self.default_model]
+        self.model_source = Choice(
+            "Model source",
+            [BUNDLED, CUSTOM],
+            doc=f"""\
+Use a model that ships with cellcount (*{BUNDLED}*), or a model file you trained yourself with
+``cellcount-train`` (*{CUSTOM}*): a ``.safetensors`` weights file with its ``.json`` card beside it.""",
+        )
+        self.bundled_model = Choice(
+            "Bundled model",
+            choices,
+            value=self.default_model if self.default_model in choices else choices[0],
+            doc="The bundled model to run. Its card (the .json file) records its training data and accuracy.",
+        )
+        self.model_directory = Directory(
+            "Folder holding the model file",
+            dir_choices=[
+                ABSOLUTE_FOLDER_NAME,
+                DEFAULT_INPUT_FOLDER_NAME,
+                DEFAULT_OUTPUT_FOLDER_NAME,
+                DEFAULT_INPUT_SUBFOLDER_NAME,
+                DEFAULT_OUTPUT_SUBFOLDER_NAME,
+            ],
+            doc="""\
+The folder of the custom model file. On a cluster, CreateBatchFiles rewrites this folder with its path
+mappings like any other folder setting.""",
+        )
+        self.model_file = Filename(
+            "Model file",
+            "model.safetensors",
+            get_directory_fn=self.model_directory.get_absolute_path,
+            set_directory_fn=self._set_model_directory,
+            browse_msg="Choose a cellcount model file",
+            exts=MODEL_FILE_TYPES,
+            doc="The custom model's weights file (``.safetensors``); its ``.json`` card must lie beside it.",
+        )
+        self.device = Choice(
+            "Device",
+            DEVICES,
+            doc="""\
+*Auto* uses a CUDA GPU when PyTorch sees one and the CPU otherwise. *GPU* fails with a clear error
+when no CUDA GPU is available; *CPU* never uses the GPU.""",
+        )
+        self.tile_size = Integer(
+            "Tile size (pixels)",
+            512,
+            minval=64,
+            doc="""\
+Large images run through the network in overlapping square tiles of this size and are stitched
+seamlessly. Smaller tiles use less memory; larger tiles run faster on a GPU.""",
+        )
+
+    def _set_model_directory(self, path):
+        dir_choice, custom_path = self.model_directory.get_parts_from_path(path)
+        self.model_directory.join_parts(dir_choice, custom_path)
+
+    def model_settings(self):
+        return [self.model_source, self.bundled_model, self.model_directory, self.model_file, self.device,
+                self.tile_size]
+
+    def visible_model_settings(self):
+        if self.model_source.value == BUNDLED:
+            chosen = [self.model_source, self.bundled_model]
+        else:
+            chosen = [self.model_source, self.model_directory, self.model_file]
+        return chosen + [self.device, self.tile_size]
+
+    def model_path(self):
+        """The model file this module runs: a bundled model's path or the custom file's absolute path."""
+        if self.model_source.value == BUNDLED:
+            return str(resolve_model(self.bundled_model.value))
+        return os.path.join(self.model_directory.get_absolute_path(), self.model_file.value)
+
+    def model_card(self):
+        """The chosen model's card; a ValidationError on the offending setting if it is missing or unfit."""
+        setting = self.bundled_model if self.model_source.value == BUNDLED else self.model_file
+        try:
+            card = read_card(self.model_path())
+        except ModelFileError as error:
+            raise ValidationError(str(error), setting)
+        if card.kind != self.model_kind:
+            raise ValidationError(
+                f"{self.model_path()} is a {card.kind} model, but {self.module_name} needs a "
+                f"{self.model_kind} model. Choose a {self.model_kind} model file.",
+                setting,
+            )
+        return card
+
+    def validate_module(self, pipeline):
+        self.model_card()
+
+    def prepare_to_create_batch(self, workspace, fn_alter_path):
+        self.model_directory.alter_for_create_batch_files(fn_alter_path)
+        return True

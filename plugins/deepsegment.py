@@ -1,0 +1,98 @@
+"""
+DeepSegment
+===========
+
+**DeepSegment** runs a cellcount segmentation network (a U-Net or c-ResUnet trained on fluorescent nuclei)
+on a grayscale or colour image and produces a probability image: each pixel's probability, 0 to 1, of
+belonging to a cell. Follow it with **DeepThreshold** to turn the probability image into objects.
+
+Images of any size are processed in overlapping tiles whose stitched result matches a whole-image run.
+The model is loaded once per process and kept in memory for the following images.
+
+Measurements made by this module
+^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+
+-  *DeepSegment_ModelThreshold_<output image>*: the threshold recommended by the model's card (tuned on
+   validation images); DeepThreshold's *Model default* method uses it.
+"""
+
+from cellprofiler_core.constants.measurement import COLTYPE_FLOAT, IMAGE
+from cellprofiler_core.image import Image
+from cellprofiler_core.module import ImageProcessing
+from cellprofiler_core.setting.text import Integer
+
+from _model_settings import ModelSettings
+from cellcount_core.bundled import DEFAULT_SEGMENTER
+
+CATEGORY = "DeepSegment"
+MODEL_THRESHOLD = "ModelThreshold"
+
+
+class DeepSegment(ModelSettings, ImageProcessing):
+    module_name = "DeepSegment"
+    category = "Image Processing"
+    variable_revision_number = 1
+    model_kind = "segmenter"
+    default_model = DEFAULT_SEGMENTER
+
+    def create_settings(self):
+        super().create_settings()
+        self.x_name.doc = "The image to segment: fluorescent nuclei or cells, grayscale or colour."
+        self.y_name.value = "DeepProbability"
+        self.y_name.doc = "Name of the probability image (0 to 1) for DeepThreshold."
+        self.create_model_settings()
+        self.batch_size = Integer(
+            "Tiles per batch",
+            4,
+            minval=1,
+            doc="How many tiles go through the network at once. More is faster on a GPU and needs more memory.",
+        )
+
+    def settings(self):
+        return [self.x_name, self.y_name] + self.model_settings() + [self.batch_size]
+
+    def visible_settings(self):
+        return [self.x_name, self.y_name] + self.visible_model_settings() + [self.batch_size]
+
+    def run(self, workspace):
+        from cellcount_core.inference import predict_probability
+
+        image = workspace.image_set.get_image(self.x_name.value)
+        if image.volumetric:
+            raise ValueError(
+                f"DeepSegment got a 3-D image '{self.x_name.value}'; it segments 2-D images. "
+                "Process the planes one at a time."
+            )
+        card = self.model_card()
+        probability = predict_probability(
+            image.pixel_data,
+            model=self.model_path(),
+            device=self.device.value,
+            tile_size=self.tile_size.value,
+            batch_size=self.batch_size.value,
+        )
+        workspace.image_set.add(self.y_name.value, Image(probability, parent_image=image, convert=False))
+        workspace.measurements.add_image_measurement(
+            self.threshold_feature(), float(card.default_threshold["value"])
+        )
+        if self.show_window:
+            workspace.display_data.x_data = image.pixel_data
+            workspace.display_data.y_data = probability
+            workspace.display_data.dimensions = image.dimensions
+
+    def threshold_feature(self):
+        return f"{CATEGORY}_{MODEL_THRESHOLD}_{self.y_name.value}"
+
+    def get_measurement_columns(self, pipeline):
+        return [(IMAGE, self.threshold_feature(), COLTYPE_FLOAT)]
+
+    def get_categories(self, pipeline, object_name):
+        return [CATEGORY] if object_name == IMAGE else []
+
+    def get_measurements(self, pipeline, object_name, category):
+        return [MODEL_THRESHOLD] if object_name == IMAGE and category == CATEGORY else []
+
+    def get_measurement_images(self, pipeline, object_name, category, measurement):
+        if object_name == IMAGE and category == CATEGORY and measurement == MODEL_THRESHOLD:
+            return [self.y_name.value]
+        return []

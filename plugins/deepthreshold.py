@@ -1,0 +1,224 @@
+"""
+DeepThreshold
+=============
+
+**DeepThreshold** turns a probability image (from **DeepSegment**) into objects, the way
+**IdentifyPrimaryObjects** turns an intensity image into objects, so every module downstream
+(IdentifySecondaryObjects, MeasureObjectIntensity, RelateObjects, ExportToSpreadsheet) works unchanged.
+
+Steps: threshold the probability image; fill holes; drop specks smaller than the cells; split touching cells
+by a watershed sized by the typical cell diameter (set it, or let it be estimated from the image); optionally
+discard objects outside a diameter range or touching the image border.
+
+Threshold methods
+^^^^^^^^^^^^^^^^^
+
+-  *Model default*: the threshold tuned for the model on validation images (Kneedle method), taken from
+   the DeepSegment measurement of the probability image.
+-  *Simple (0.5)*: probability above one half.
+-  *Manual*: a threshold you set.
+-  *Otsu*: Otsu's threshold of the probability image.
+-  *Adaptive Gaussian*: a local threshold, the Gaussian-weighted mean of a block around each pixel minus
+   an offset, as in DeepCellCount.
+
+Measurements made by this module
+^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+
+-  *Count_<objects>*, *Location_Center_X/Y*, *Number_Object_Number*, as IdentifyPrimaryObjects.
+-  *Threshold_FinalThreshold_<objects>*: the threshold used (the mean local threshold for Adaptive).
+"""
+
+import numpy
+
+from cellprofiler_core.constants.measurement import COLTYPE_FLOAT, IMAGE
+from cellprofiler_core.image import Image
+from cellprofiler_core.module.image_segmentation import ImageSegmentation
+from cellprofiler_core.object import Objects
+from cellprofiler_core.setting import Binary, ValidationError
+from cellprofiler_core.setting.choice import Choice
+from cellprofiler_core.setting.range import IntegerRange
+from cellprofiler_core.setting.text import Float, ImageName, Integer, OddInteger
+
+THRESHOLD_METHODS = {
+    "Model default": "model default",
+    "Simple (0.5)": "simple",
+    "Manual": "manual",
+    "Otsu": "otsu",
+    "Adaptive Gaussian": "adaptive",
+}
+DIAMETER_AUTOMATIC = "Automatic"
+DIAMETER_MANUAL = "Manual"
+C_THRESHOLD = "Threshold"
+FTR_FINAL_THRESHOLD = "FinalThreshold"
+MODEL_THRESHOLD_FEATURE = "DeepSegment_ModelThreshold_%s"
+
+
+class DeepThreshold(ImageSegmentation):
+    module_name = "DeepThreshold"
+    category = "Image Segmentation"
+    variable_revision_number = 1
+
+    def create_settings(self):
+        super().create_settings()
+        self.x_name.text = "Select the probability image"
+        self.x_name.doc = "The probability image made by DeepSegment (values 0 to 1)."
+        self.y_name.value = "DeepNuclei"
+        self.y_name.doc = "Name of the objects; downstream modules refer to them by this name."
+        self.threshold_method = Choice(
+            "Threshold method",
+            list(THRESHOLD_METHODS),
+            doc="How probabilities become foreground. See the module help for each method.",
+        )
+        self.manual_threshold = Float(
+            "Manual threshold", 0.5, minval=0.0, maxval=1.0, doc="Probability above which a pixel is foreground."
+        )
+        self.block_size = OddInteger(
+            "Adaptive block size (pixels)",
+            51,
+            minval=3,
+            doc="Side of the square neighbourhood of the adaptive threshold; a few cell diameters works well.",
+        )
+        self.offset = Float(
+            "Adaptive offset",
+            0.0,
+            minval=-1.0,
+            maxval=1.0,
+            doc="Subtracted from the local mean probability; raise it to be stricter.",
+        )
+        self.diameter_mode = Choice(
+            "Typical cell diameter",
+            [DIAMETER_AUTOMATIC, DIAMETER_MANUAL],
+            doc="""\
+The watershed that splits touching cells and the smallest object kept are sized by the typical diameter.
+*Automatic* estimates it from each image; *Manual* uses the value you give.""",
+        )
+        self.diameter = Integer("Cell diameter (pixels)", 20, minval=2, doc="Typical diameter of one cell.")
+        self.split_touching = Binary(
+            "Split touching cells?", True, doc="Separate touching cells with a watershed on the distance map."
+        )
+        self.fill_holes = Binary("Fill holes in objects?", True, doc="Fill holes inside each object.")
+        self.exclude_size = Binary(
+            "Discard objects outside the diameter range?",
+            False,
+            doc="Discard objects whose equivalent diameter is outside the range below, as IdentifyPrimaryObjects.",
+        )
+        self.size_range = IntegerRange(
+            "Diameter range of objects, in pixel units (Min,Max)",
+            (10, 40),
+            minval=1,
+            doc="Objects with an equivalent diameter outside this range are discarded when asked above.",
+        )
+        self.exclude_border = Binary(
+            "Discard objects touching the border of the image?",
+            False,
+            doc="Border objects are kept unless you ask for them to be discarded.",
+        )
+        self.wants_binary_image = Binary(
+            "Save the foreground as a binary image?", False, doc="Also save the objects' pixels as a binary image."
+        )
+        self.binary_image_name = ImageName("Name the binary image", "DeepMask", doc="Name of the binary image.")
+
+    def settings(self):
+        return [
+            self.x_name, self.y_name, self.threshold_method, self.manual_threshold, self.block_size,
+            self.offset, self.diameter_mode, self.diameter, self.split_touching, self.fill_holes,
+            self.exclude_size, self.size_range, self.exclude_border, self.wants_binary_image,
+            self.binary_image_name,
+        ]
+
+    def visible_settings(self):
+        visible = [self.x_name, self.y_name, self.threshold_method]
+        method = THRESHOLD_METHODS[self.threshold_method.value]
+        if method == "manual":
+            visible.append(self.manual_threshold)
+        elif method == "adaptive":
+            visible += [self.block_size, self.offset]
+        visible.append(self.diameter_mode)
+        if self.diameter_mode.value == DIAMETER_MANUAL:
+            visible.append(self.diameter)
+        visible += [self.split_touching, self.fill_holes, self.exclude_size]
+        if self.exclude_size.value:
+            visible.append(self.size_range)
+        visible += [self.exclude_border, self.wants_binary_image]
+        if self.wants_binary_image.value:
+            visible.append(self.binary_image_name)
+        return visible
+
+    def validate_module(self, pipeline):
+        low, high = self.size_range.value
+        if self.exclude_size.value and low >= high:
+            raise ValidationError(
+                f"The diameter range ({low}, {high}) is empty: its minimum must be below its maximum.",
+                self.size_range,
+            )
+
+    def run(self, workspace):
+        from cellcount_core.postprocess import remove_objects_outside_diameter
+        from cellcount_core.segmentation import labels_from_probability
+
+        image = workspace.image_set.get_image(self.x_name.value, must_be_grayscale=True)
+        result = labels_from_probability(
+            image.pixel_data,
+            threshold_method=THRESHOLD_METHODS[self.threshold_method.value],
+            threshold_value=self.threshold_value(workspace),
+            block_size=self.block_size.value,
+            offset=self.offset.value,
+            diameter=self.diameter.value if self.diameter_mode.value == DIAMETER_MANUAL else None,
+            fill_holes=self.fill_holes.value,
+            split_touching=self.split_touching.value,
+            exclude_border=self.exclude_border.value,
+        )
+        labels = result.labels
+        if self.exclude_size.value:
+            labels = remove_objects_outside_diameter(labels, *self.size_range.value)
+
+        objects = Objects()
+        objects.segmented = labels
+        objects.parent_image = image.parent_image
+        workspace.object_set.add_objects(objects, self.y_name.value)
+        self.add_measurements(workspace)
+        workspace.measurements.add_image_measurement(self.final_threshold_feature(), float(result.threshold))
+        if self.wants_binary_image.value:
+            binary = Image(labels > 0, parent_image=image, convert=False)
+            workspace.image_set.add(self.binary_image_name.value, binary)
+        if self.show_window:
+            workspace.display_data.x_data = image.pixel_data
+            workspace.display_data.y_data = labels
+            workspace.display_data.dimensions = image.dimensions
+
+    def threshold_value(self, workspace):
+        """The threshold value for the methods that take one; None for the others."""
+        method = THRESHOLD_METHODS[self.threshold_method.value]
+        if method == "manual":
+            return self.manual_threshold.value
+        if method != "model default":
+            return None
+        feature = MODEL_THRESHOLD_FEATURE % self.x_name.value
+        if not workspace.measurements.has_feature(IMAGE, feature):
+            raise ValueError(
+                f"DeepThreshold's 'Model default' threshold needs the probability image "
+                f"'{self.x_name.value}' to come from DeepSegment (measurement {feature} is missing). "
+                "Choose another threshold method for probability images made elsewhere."
+            )
+        return float(numpy.atleast_1d(workspace.measurements.get_current_image_measurement(feature))[0])
+
+    def final_threshold_feature(self):
+        return f"{C_THRESHOLD}_{FTR_FINAL_THRESHOLD}_{self.y_name.value}"
+
+    def get_measurement_columns(self, pipeline, object_name=None):
+        columns = super().get_measurement_columns(pipeline, object_name)
+        return columns + [(IMAGE, self.final_threshold_feature(), COLTYPE_FLOAT)]
+
+    def get_categories(self, pipeline, object_name):
+        categories = super().get_categories(pipeline, object_name)
+        return categories + [C_THRESHOLD] if object_name == IMAGE else categories
+
+    def get_measurements(self, pipeline, object_name, category):
+        if object_name == IMAGE and category == C_THRESHOLD:
+            return [FTR_FINAL_THRESHOLD]
+        return super().get_measurements(pipeline, object_name, category)
+
+    def get_measurement_objects(self, pipeline, object_name, category, measurement):
+        if object_name == IMAGE and category == C_THRESHOLD and measurement == FTR_FINAL_THRESHOLD:
+            return [self.y_name.value]
+        return []
