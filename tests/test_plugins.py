@@ -1,0 +1,150 @@
+"""The CellProfiler modules, run one at a time through CellProfiler's own Workspace."""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cellprofiler
+
+
+def instantiate(name, **settings):
+    from cellcount_cellprofiler.pipeline_builder import new_module
+
+    module = new_module(name, **settings)
+    module.set_module_num(1)
+    return module
+
+
+def use_custom_model(module, weights_path):
+    module.model_source.value = "Custom model file"
+    module.model_directory.value = f"Elsewhere...|{weights_path.parent}"
+    module.model_file.value = weights_path.name
+
+
+def make_workspace(module, images):
+    """A one-image-set Workspace holding ``images`` ({name: array}) for ``module``."""
+    from cellprofiler_core.image import Image, ImageSetList
+    from cellprofiler_core.measurement import Measurements
+    from cellprofiler_core.object import ObjectSet
+    from cellprofiler_core.pipeline import Pipeline
+    from cellprofiler_core.workspace import Workspace
+
+    image_set_list = ImageSetList()
+    image_set = image_set_list.get_image_set(0)
+    for name, pixels in images.items():
+        image_set.add(name, Image(pixels))
+    pipeline = Pipeline()
+    pipeline.add_module(module)
+    return Workspace(pipeline, module, image_set, ObjectSet(), Measurements(), image_set_list)
+
+
+def test_plugins_register_under_their_names(cellprofiler):
+    from cellprofiler_core.utilities.core.modules import get_module_names
+
+    assert {"DeepSegment", "DeepThreshold", "DeepCount"} <= set(get_module_names())
+
+
+def test_deepsegment_writes_probability_image_and_model_threshold(cellprofiler, tiny_segmenter):
+    module = instantiate("DeepSegment", x_name="DNA", y_name="Probability")
+    use_custom_model(module, tiny_segmenter)
+    module.validate_module(None)
+    pixels = np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    workspace = make_workspace(module, {"DNA": pixels})
+    module.run(workspace)
+    probability = workspace.image_set.get_image("Probability").pixel_data
+    assert probability.shape == (70, 90) and probability.dtype == np.float32
+    assert 0.0 <= probability.min() <= probability.max() <= 1.0
+    assert workspace.measurements.get_current_image_measurement("DeepSegment_ModelThreshold_Probability") == 0.42
+    assert ("Image", "DeepSegment_ModelThreshold_Probability", "float") in module.get_measurement_columns(None)
+
+
+def test_custom_model_of_wrong_kind_fails_validation(cellprofiler, tiny_counter):
+    from cellprofiler_core.setting import ValidationError
+
+    module = instantiate("DeepSegment", x_name="DNA")
+    use_custom_model(module, tiny_counter)
+    with pytest.raises(ValidationError, match="counter model"):
+        module.validate_module(None)
+
+
+def test_missing_custom_model_fails_validation_naming_the_file(cellprofiler, tmp_path):
+    from cellprofiler_core.setting import ValidationError
+
+    module = instantiate("DeepSegment", x_name="DNA")
+    use_custom_model(module, tmp_path / "absent.safetensors")
+    with pytest.raises(ValidationError, match="absent"):
+        module.validate_module(None)
+
+
+def test_batch_files_remap_the_custom_model_folder(cellprofiler, tiny_segmenter):
+    module = instantiate("DeepSegment", x_name="DNA")
+    use_custom_model(module, tiny_segmenter)
+    local = str(tiny_segmenter.parent)
+    module.prepare_to_create_batch(None, lambda path: path.replace(local, "/cluster/models"))
+    assert module.model_directory.value == "Elsewhere...|/cluster/models"
+
+
+def test_deepthreshold_makes_objects_and_threshold_measurement(cellprofiler):
+    from cellcount_core.synthetic import synthetic_cells
+
+    cells = synthetic_cells((200, 200), 12, (14, 20), touching=0.0, clustering=0.0, seed=3)
+    probability = (cells.labels > 0).astype(np.float32) * 0.9 + 0.05
+    module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)",
+                         wants_binary_image=True)
+    workspace = make_workspace(module, {"Probability": probability})
+    module.run(workspace)
+    measurements = workspace.measurements
+    assert measurements.get_current_image_measurement("Count_Cells") == cells.count
+    assert measurements.get_current_image_measurement("Threshold_FinalThreshold_Cells") == 0.5
+    assert len(measurements.get_current_measurement("Cells", "Location_Center_X")) == cells.count
+    assert workspace.image_set.get_image("DeepMask").pixel_data.sum() > 0
+    features = {column[1] for column in module.get_measurement_columns(None)}
+    assert {"Count_Cells", "Location_Center_X", "Threshold_FinalThreshold_Cells"} <= features
+
+
+def test_deepthreshold_model_default_uses_deepsegment_measurement(cellprofiler):
+    probability = np.full((64, 64), 0.3, np.float32)
+    probability[20:40, 20:40] = 0.35
+    module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells")
+    workspace = make_workspace(module, {"Probability": probability})
+    with pytest.raises(ValueError, match="DeepSegment"):
+        module.run(workspace)
+    workspace.measurements.add_image_measurement("DeepSegment_ModelThreshold_Probability", 0.32)
+    module.run(workspace)
+    assert workspace.measurements.get_current_image_measurement("Count_Cells") == 1
+
+
+def test_deepthreshold_discards_objects_outside_the_diameter_range(cellprofiler):
+    probability = np.zeros((120, 120), np.float32)
+    yy, xx = np.mgrid[:120, :120]
+    probability[(yy - 30) ** 2 + (xx - 30) ** 2 < 8 ** 2] = 1.0   # diameter ~16: kept
+    probability[(yy - 80) ** 2 + (xx - 80) ** 2 < 25 ** 2] = 1.0  # diameter ~50: discarded
+    module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)",
+                         exclude_size=True, size_range=(10, 40), split_touching=False)
+    workspace = make_workspace(module, {"Probability": probability})
+    module.run(workspace)
+    assert workspace.measurements.get_current_image_measurement("Count_Cells") == 1
+
+
+def test_deepcount_writes_count_measurement(cellprofiler, tiny_counter):
+    module = instantiate("DeepCount", x_name="DNA", count_name="Cells")
+    use_custom_model(module, tiny_counter)
+    workspace = make_workspace(module, {"DNA": np.random.default_rng(1).random((64, 80)).astype(np.float32)})
+    module.run(workspace)
+    count = workspace.measurements.get_current_image_measurement("DeepCount_Cells")
+    assert np.isfinite(count) and count >= 0
+    assert module.get_measurement_columns(None) == [("Image", "DeepCount_Cells", "float")]
+
+
+def test_settings_survive_a_save_and_load(cellprofiler, tmp_path):
+    from cellcount_cellprofiler.pipeline_builder import build_pipeline
+    from cellprofiler_core.pipeline import Pipeline
+
+    module = instantiate("DeepThreshold", x_name="P", y_name="Cells", threshold_method="Manual",
+                         manual_threshold=0.7, exclude_border=True, size_range=(8, 30))
+    path = tmp_path / "p.cppipe"
+    with open(path, "w") as handle:
+        build_pipeline([module]).dump(handle)
+    loaded = Pipeline()
+    loaded.load(str(path))
+    [copy] = loaded.modules()
+    assert [s.value_text for s in copy.settings()] == [s.value_text for s in module.settings()]
