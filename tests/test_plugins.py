@@ -79,7 +79,7 @@ def test_batch_files_remap_the_custom_model_folder(cellprofiler, tiny_segmenter)
     module = instantiate("DeepSegment", x_name="DNA")
     use_custom_model(module, tiny_segmenter)
     local = str(tiny_segmenter.parent)
-    module.prepare_to_create_batch(None, lambda path: path.replace(local, "/cluster/models"))
+    module.prepare_to_create_batch(None, lambda path, **_: path.replace(local, "/cluster/models"))
     assert module.model_directory.value == "Elsewhere...|/cluster/models"
 
 
@@ -119,7 +119,8 @@ def test_deepthreshold_discards_objects_outside_the_diameter_range(cellprofiler)
     probability[(yy - 30) ** 2 + (xx - 30) ** 2 < 8 ** 2] = 1.0   # diameter ~16: kept
     probability[(yy - 80) ** 2 + (xx - 80) ** 2 < 25 ** 2] = 1.0  # diameter ~50: discarded
     module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)",
-                         exclude_size=True, size_range=(10, 40), split_touching=False)
+                         exclude_size=True, size_range=(10, 40), split_touching=False,
+                         diameter_mode="Manual", diameter=16)
     workspace = make_workspace(module, {"Probability": probability})
     module.run(workspace)
     assert workspace.measurements.get_current_image_measurement("Count_Cells") == 1

@@ -1,0 +1,146 @@
+"""One call from an image (or a probability map) to labelled cells, for the CLI and the CellProfiler plugins.
+
+image -> probability (:func:`cellcount_core.inference.predict_probability`) -> threshold
+(:func:`cellcount_core.thresholds.apply_threshold`) -> labels (:func:`cellcount_core.postprocess.labels_from_mask`).
+Torch is imported only when :func:`segment_image` runs a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bundled import resolve_model
+from .model_files import read_card
+from .postprocess import estimate_diameter, labels_from_mask
+from .thresholds import apply_threshold
+
+__all__ = ["SegmentationResult", "labels_from_probability", "segment_image", "model_default_threshold"]
+
+
+@dataclass
+class SegmentationResult:
+    """Cells found in one image.
+
+    Attributes
+    ----------
+    labels : (H, W) int32 array
+        0 background, 1..count the cells.
+    mask : (H, W) bool array
+        The thresholded probability, before post-processing.
+    threshold : float
+        Threshold used (the mean local threshold for ``"adaptive"``).
+    diameter : float
+        Cell diameter in pixels used by the post-processing (given or estimated).
+    count : int
+        Number of cells, ``labels.max()``.
+    probability : (H, W) float32 array or None
+        The network's probability map (set by :func:`segment_image`).
+    """
+
+    labels: np.ndarray
+    mask: np.ndarray
+    threshold: float
+    diameter: float
+    count: int
+    probability: np.ndarray | None = None
+
+
+def labels_from_probability(
+    probability: np.ndarray,
+    *,
+    threshold_method: str = "model default",
+    threshold_value: float | None = None,
+    block_size: int = 51,
+    offset: float = 0.0,
+    diameter: float | None = None,
+    min_size: int | None = None,
+    fill_holes: bool = True,
+    split_touching: bool = True,
+    exclude_border: bool = False,
+) -> SegmentationResult:
+    """Threshold a probability map and post-process it into labelled cells.
+
+    Parameters
+    ----------
+    probability : (H, W) array
+        Foreground probability within 0..1.
+    threshold_method, threshold_value, block_size, offset
+        See :func:`cellcount_core.thresholds.apply_threshold` (``method``, ``value``, ``block_size``,
+        ``offset``); ``"model default"`` needs ``threshold_value`` here (:func:`segment_image` reads it from
+        the model card).
+    diameter, min_size, fill_holes, split_touching, exclude_border
+        See :func:`cellcount_core.postprocess.labels_from_mask`; the diameter is estimated from the mask when
+        None.
+
+    Returns
+    -------
+    SegmentationResult
+        Without ``probability`` (the caller has it).
+    """
+    mask, threshold = apply_threshold(probability, threshold_method, value=threshold_value,
+                                      block_size=block_size, offset=offset)
+    given = diameter is not None
+    if not given:
+        diameter = estimate_diameter(mask, probability)  # 0.0 for an empty mask
+    labels = labels_from_mask(mask, probability, diameter=diameter if given or diameter > 0 else None,
+                              min_size=min_size,
+                              fill_holes=fill_holes, split_touching=split_touching, exclude_border=exclude_border)
+    return SegmentationResult(labels=labels, mask=mask, threshold=threshold, diameter=float(diameter),
+                              count=int(labels.max()))
+
+
+def model_default_threshold(model: str = "default") -> float:
+    """The default probability threshold stored in a segmentation model's card.
+
+    Parameters
+    ----------
+    model : str or Path
+        Bundled model name, ``"default"`` or a model file path (see :func:`cellcount_core.bundled.resolve_model`).
+    """
+    return float(read_card(resolve_model(model)).default_threshold["value"])
+
+
+def segment_image(
+    image: np.ndarray,
+    model: str = "default",
+    device: str = "Auto",
+    tile_size: int = 512,
+    batch_size: int = 4,
+    *,
+    overlap: int = 64,
+    progress: bool = False,
+    **postprocess_kwargs,
+) -> SegmentationResult:
+    """Segment the cells of an image with a segmentation model.
+
+    Parameters
+    ----------
+    image : array_like
+        H x W (or H x W x 3/4) image of any real dtype.
+    model : str or Path
+        Bundled model name, ``"default"`` or a model file path.
+    device : str
+        ``"Auto"``, ``"CPU"`` or ``"GPU"``; see :func:`cellcount_core.inference.resolve_device`.
+    tile_size, batch_size, overlap, progress
+        Tiling and batching of :func:`cellcount_core.inference.predict_probability`.
+    **postprocess_kwargs
+        Keyword arguments of :func:`labels_from_probability`. With ``threshold_method="model default"`` (the
+        default) and no ``threshold_value``, the value comes from the model card.
+
+    Returns
+    -------
+    SegmentationResult
+        With the probability map.
+    """
+    from .inference import predict_probability  # imports torch
+
+    if postprocess_kwargs.get("threshold_method", "model default") == "model default" \
+            and postprocess_kwargs.get("threshold_value") is None:
+        postprocess_kwargs["threshold_value"] = model_default_threshold(model)
+    probability = predict_probability(image, model=model, device=device, tile_size=tile_size, overlap=overlap,
+                                      batch_size=batch_size, progress=progress)
+    result = labels_from_probability(probability, **postprocess_kwargs)
+    result.probability = probability
+    return result

@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+from cellcount_core.postprocess import default_min_size, estimate_diameter, labels_from_mask
+from cellcount_core.synthetic import synthetic_cells
+
+
+def _discs(shape, centres, radius):
+    mask = np.zeros(shape, bool)
+    for centre in centres:
+        mask[disk(centre, radius, shape=shape)] = True
+    return mask
+
+
+def test_two_overlapping_discs_are_split_in_two():
+    mask = _discs((60, 80), [(30, 25), (30, 49)], 15)
+    assert ndi.label(mask)[1] == 1
+    labels = labels_from_mask(mask, diameter=30)
+    assert labels.dtype == np.int32 and labels.max() == 2
+    assert labels[30, 20] != labels[30, 55]
+    assert np.array_equal(labels > 0, mask)
+    assert labels_from_mask(mask, diameter=30, split_touching=False).max() == 1
+
+
+def test_diameter_is_estimated_when_not_given():
+    mask = _discs((60, 80), [(30, 25), (30, 49)], 15)
+    assert labels_from_mask(mask).max() == 2
+
+
+def test_hole_inside_a_cell_is_filled():
+    mask = _discs((50, 50), [(25, 25)], 15)
+    mask[disk((25, 25), 3)] = False  # a hollow nucleus
+    labels = labels_from_mask(mask, diameter=30)
+    assert labels.max() == 1 and labels[25, 25] == 1
+    assert labels_from_mask(mask, diameter=30, fill_holes=False, split_touching=False)[25, 25] == 0
+
+
+def test_large_hole_of_a_ring_object_is_filled_after_splitting():
+    mask = _discs((60, 60), [(30, 30)], 16)
+    mask[disk((30, 30), 8)] = False  # hole of 200 px, larger than the speck filled before splitting
+    labels = labels_from_mask(mask, diameter=32, split_touching=False)
+    assert labels.max() == 1 and labels[30, 30] == 1
+
+
+def test_gap_enclosed_by_several_cells_stays_background():
+    centres = [(20, 20), (20, 44), (44, 20), (44, 44)]
+    mask = _discs((64, 64), centres, 13)
+    assert not mask[32, 32]
+    labels = labels_from_mask(mask, diameter=26)
+    assert labels.max() == 4 and labels[32, 32] == 0
+
+
+def test_small_specks_are_removed_with_the_documented_default():
+    mask = _discs((60, 60), [(30, 30)], 10)
+    mask[2:4, 2:4] = True  # 4 px speck
+    mask[50:56, 50:56] = True  # 36 px, below pi * 20**2 / 16 = 79
+    assert default_min_size(20) == 79
+    labels = labels_from_mask(mask, diameter=20)
+    assert labels.max() == 1 and labels[30, 30] == 1
+    assert labels_from_mask(mask, diameter=20, min_size=30).max() == 2
+
+
+def test_border_objects_are_removed_only_on_request():
+    mask = _discs((60, 60), [(30, 30), (5, 5)], 8)
+    assert labels_from_mask(mask, diameter=16).max() == 2
+    labels = labels_from_mask(mask, diameter=16, exclude_border=True)
+    assert labels.max() == 1 and labels[30, 30] == 1
+
+
+def test_probability_deepens_the_split_between_cells():
+    mask = _discs((60, 80), [(30, 25), (30, 35)], 15)  # so much overlap that the distance alone sees one cell
+    assert labels_from_mask(mask, diameter=30).max() == 1
+    probability = np.where(mask, 1.0, 0.0).astype(np.float32)
+    probability[:, 29:32] *= 0.3  # the network is unsure on the border
+    labels = labels_from_mask(mask, probability, diameter=30)
+    assert labels.max() == 2
+    assert labels[30, 20] != labels[30, 40]
+
+
+def test_empty_mask_gives_empty_labels():
+    labels = labels_from_mask(np.zeros((10, 10), bool))
+    assert labels.shape == (10, 10) and labels.max() == 0
+    assert estimate_diameter(np.zeros((10, 10), bool)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((np.zeros((2, 3, 3)),), {}, "2-D"),
+        ((np.zeros((4, 4)), np.zeros((4, 5))), {}, "does not match"),
+        ((np.zeros((4, 4)), np.full((4, 4), 2.0)), {}, "within 0..1"),
+        ((np.zeros((4, 4)),), {"diameter": -3}, "diameter"),
+        ((np.zeros((4, 4)),), {"min_size": 0}, "min_size"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        labels_from_mask(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "n_cells, diameter, touching",
+    [(40, (14, 24), 0.1), (300, (14, 24), 0.5), (600, (8, 12), 0.5), (40, (30, 40), 0.3)],
+)
+def test_diameter_estimate_within_20_percent_sparse_and_crowded(n_cells, diameter, touching):
+    cells = synthetic_cells((512, 512), n_cells, diameter, touching=touching, clustering=0.4, seed=11)
+    mask = cells.labels > 0
+    assert estimate_diameter(mask) == pytest.approx(cells.diameter, rel=0.2)
+    probability = ndi.gaussian_filter(mask.astype(np.float32), 1.0)
+    assert estimate_diameter(probability > 0.5, probability) == pytest.approx(cells.diameter, rel=0.2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_true_mask_of_a_synthetic_image_gives_the_true_count(seed):
+    cells = synthetic_cells(seed=seed)
+    labels = labels_from_mask(cells.labels > 0)
+    assert labels.max() == pytest.approx(cells.count, rel=0.05)
+
+
+@pytest.mark.data
+def test_real_nuclei_mask_is_split_into_its_nuclei(shared_data):
+    tifffile = pytest.importorskip("tifffile")
+    from cellcount_core.metrics import match_detections
+
+    truth = tifffile.imread(shared_data / "stardist_example" / "mask2d.tif")  # 125 nuclei, many touching
+    assert estimate_diameter(truth > 0) == pytest.approx(23.7, rel=0.2)  # median equivalent diameter
+    labels = labels_from_mask(truth > 0)
+    assert labels.max() == pytest.approx(125, rel=0.15)
+    assert match_detections(truth, labels, radius=23.7).f1 > 0.9
+
+
+def test_remove_objects_outside_diameter_keeps_only_the_range():
+    from cellcount_core.postprocess import remove_objects_outside_diameter
+
+    labels = np.zeros((100, 100), np.int32)
+    labels[5:9, 5:9] = 1        # 16 px: diameter 4.5
+    labels[20:40, 20:40] = 2    # 400 px: diameter 22.6
+    labels[50:95, 50:95] = 3    # 2025 px: diameter 50.8
+    kept = remove_objects_outside_diameter(labels, 10, 40)
+    assert kept.max() == 1 and (kept == 1).sum() == 400
+    with pytest.raises(ValueError, match="diameter range"):
+        remove_objects_outside_diameter(labels, 40, 10)
