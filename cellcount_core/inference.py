@@ -1,0 +1,263 @@
+"""Running model files on images: device choice, a per-process model cache, tiled probability maps and counts."""
+
+import contextlib
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
+from .model_files import load_model, model_paths
+from .normalization import normalize_percentile, to_grayscale, to_rgb
+from .tiling import iter_tile_outputs, plan_tiles, stitch
+
+DEVICE_CHOICES = ("Auto", "CPU", "GPU")
+
+_CACHE = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class InferenceError(RuntimeError):
+    """A model cannot be run as asked (wrong device, wrong kind of model, unsupported card)."""
+
+
+def resolve_device(name="Auto"):
+    """Turn a device choice into a torch device.
+
+    Parameters
+    ----------
+    name : str or torch.device
+        "Auto" (CUDA if available, else CPU), "CPU", "GPU" (the current CUDA device), or a torch device
+        string such as "cuda:1"; case-insensitive.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    InferenceError
+        If the name is unknown, or a GPU is asked for and CUDA is not available.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    key = str(name).strip().lower()
+    if key == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if key == "cpu":
+        return torch.device("cpu")
+    if key == "gpu":
+        key = "cuda"
+    try:
+        device = torch.device(key)
+    except RuntimeError:
+        device = None
+    if device is None or device.type != "cuda":
+        raise InferenceError(f"Unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} or e.g. 'cuda:0'.")
+    if not torch.cuda.is_available():
+        raise InferenceError(
+            f"Device {name!r} needs a CUDA GPU, but this torch build ({torch.__version__}) sees none; choose "
+            "Auto or CPU, or install a CUDA build of torch."
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise InferenceError(
+            f"Device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) are visible; "
+            "choose Auto, CPU, GPU or an index below that count."
+        )
+    return device
+
+
+def _file_stamp(path):
+    """Modification time and size of a model's card and weights, to notice a rewritten model."""
+    stats = [p.stat() for p in model_paths(path) if p.is_file()]
+    return tuple((s.st_mtime_ns, s.st_size) for s in stats)
+
+
+def get_model(name_or_path, device="Auto", default=DEFAULT_SEGMENTER):
+    """Load a model once per process and device, reusing it until its file changes.
+
+    Parameters
+    ----------
+    name_or_path : str or pathlib.Path
+        Bundled model name, "default", or a model file path (see `bundled.resolve_model`).
+    device : str or torch.device
+        See `resolve_device`.
+    default : str
+        The bundled model that "default" stands for.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode, float32, on the device. Shared between callers: do not modify it.
+    card : ModelCard
+
+    Raises
+    ------
+    InferenceError
+        For a bad device. Errors of `resolve_model` and `load_model` (missing or corrupt files) pass through.
+    """
+    path = Path(resolve_model(name_or_path, default=default)).resolve()
+    torch_device = resolve_device(device)
+    key = (str(model_paths(path)[0]), str(torch_device))
+    with _CACHE_LOCK:
+        stamp = _file_stamp(path)
+        cached = _CACHE.get(key)
+        if cached is None or cached[0] != stamp:
+            model, card = load_model(path, torch_device)
+            cached = _CACHE[key] = (stamp, model, card)
+        return cached[1], cached[2]
+
+
+def clear_model_cache():
+    """Forget every cached model and release cached CUDA memory."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _require_kind(card, kind, model, function):
+    """Raise InferenceError unless the model's card is of `kind`."""
+    if card.kind != kind:
+        raise InferenceError(
+            f"Model {model!r} is a {card.kind}, but {function} needs a {kind}; choose a {kind} model file."
+        )
+
+
+def _normalized_input(image, card):
+    """C x H x W float32 model input: gray, or RGB for ``in_channels=3`` models, normalized as the card says."""
+    normalization = card.normalization
+    if normalization.get("method") != "percentile":
+        raise InferenceError(
+            f"Model card {card.name!r} asks for normalization {normalization!r}; only "
+            "{'method': 'percentile', 'low': ..., 'high': ...} is supported. Re-save the model with it."
+        )
+    image = to_rgb(image) if card.params.get("in_channels", 1) == 3 else to_grayscale(image)
+    normalized = normalize_percentile(image, normalization.get("low", 1.0), normalization.get("high", 99.8))
+    return normalized[None] if normalized.ndim == 2 else np.moveaxis(normalized, -1, 0)
+
+
+def _binary_input(mask):
+    """1 x H x W float32 model input from a mask: 1 where the mask is non-zero."""
+    mask = to_grayscale(mask)
+    if np.issubdtype(mask.dtype, np.floating) and np.isnan(mask).any():
+        raise ValueError("mask contains NaN values; pass a boolean or integer mask (0 is background).")
+    return (mask > 0).astype(np.float32)[None]
+
+
+def _tile_function(model, activation=None):
+    """Wrap a network as ``fn(N x C x h x w numpy) -> float32 numpy``.
+
+    The network runs under ``torch.inference_mode``, with bf16 autocast on CUDA (fp16 where bf16 is not
+    supported); `activation` is applied to its float32 output.
+    """
+    device = next(model.parameters()).device
+    autocast_dtype = None
+    if device.type == "cuda":
+        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def run(batch):
+        autocast = (torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype is not None
+                    else contextlib.nullcontext())
+        with torch.inference_mode():
+            with autocast:
+                output = model(torch.from_numpy(batch).to(device))
+            output = output.float()
+            if activation is not None:
+                output = activation(output)
+            return output.cpu().numpy()
+
+    return run
+
+
+def predict_probability(image, model="default", device="Auto", tile_size=512, overlap=64, batch_size=4,
+                        progress=False):
+    """Probability map of a segmentation model over an image of any size.
+
+    The image is reduced to gray (or to RGB for models with 3 input channels), normalized as the model card
+    says, cut into overlapping tiles (see `tiling`), run in batches and stitched.
+
+    Parameters
+    ----------
+    image : array_like
+        H x W, H x W x 3 or H x W x 4, any real dtype.
+    model : str or pathlib.Path
+        Bundled model name, "default" (the bundled nuclei segmenter) or a model file path.
+    device : str
+        "Auto", "CPU", "GPU" or e.g. "cuda:1"; see `resolve_device`.
+    tile_size, overlap : int
+        Tile side and overlap in pixels; half the overlap is cropped from each interior tile side.
+    batch_size : int
+        Tiles per network call.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 H x W in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        For an empty image, one of an unsupported shape, or one with NaN or infinite values.
+    InferenceError
+        For a model that is not a segmenter, or a bad device.
+    """
+    network, card = get_model(model, device, default=DEFAULT_SEGMENTER)
+    _require_kind(card, "segmenter", model, "predict_probability")
+    inputs = _normalized_input(image, card)
+    plan = plan_tiles(inputs.shape, tile_size, overlap, multiple=network.size_divisor)
+    return stitch(_tile_function(network, torch.sigmoid), inputs, plan, batch_size=batch_size, progress=progress)
+
+
+def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=64, batch_size=4,
+                  progress=False):
+    """Number of cells that a counting model sees in a mask or an image.
+
+    Models whose card has ``input == "mask"`` get the input binarized (non-zero is foreground); ``"image"``
+    models get it normalized as the card says. A counter with a fixed ``input_size`` (``dcc_counter``) runs
+    once on the input resized to that size (``cv2.INTER_AREA``); a density counter runs tiled, and the sum of
+    its stitched density map is the count. Counts are clipped at 0.
+
+    Parameters
+    ----------
+    image_or_mask : array_like
+        H x W (or H x W x 3/4) mask or image.
+    model : str or pathlib.Path
+        Bundled model name ("default" is the bundled nuclei counter) or a model file path.
+    device, tile_size, overlap, batch_size, progress
+        As in `predict_probability` (tiling applies to density counters only).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For an empty input, one of an unsupported shape, or one with NaN or infinite values.
+    InferenceError
+        For a model that is not a counter, or a bad device.
+    """
+    network, card = get_model(model, device, default=DEFAULT_COUNTER)
+    _require_kind(card, "counter", model, "predict_count")
+    if card.input == "mask":
+        inputs = _binary_input(image_or_mask)
+    else:
+        inputs = _normalized_input(image_or_mask, card)
+    run = _tile_function(network)
+    if card.input_size:
+        height, width = card.input_size
+        resized = np.stack([
+            cv2.resize(np.ascontiguousarray(channel), (width, height), interpolation=cv2.INTER_AREA)
+            for channel in inputs
+        ])
+        count = float(run(resized[None]).sum())
+    else:
+        plan = plan_tiles(inputs.shape, tile_size, overlap, multiple=network.size_divisor)
+        tiles = iter_tile_outputs(run, inputs, plan, batch_size=batch_size, progress=progress)
+        count = sum(float(values.sum(dtype=np.float64)) for _, values in tiles)
+    return max(count, 0.0)

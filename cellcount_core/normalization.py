@@ -1,0 +1,143 @@
+"""Image preparation before a network: channel reduction and percentile normalization (numpy only)."""
+
+import math
+
+import numpy as np
+
+#: Normalized values are clipped to this range: bright outliers (saturated pixels, debris) keep some contrast
+#: above 1 but cannot reach the extreme values that would dominate a network's activations.
+CLIP_RANGE = (-0.5, 1.5)
+
+#: Percentiles of larger images are computed on a regular strided subsample of about this many pixels.
+PERCENTILE_SAMPLE_PIXELS = 4_000_000
+
+
+def _check_image_shape(image):
+    """Raise ValueError unless `image` is H x W, H x W x 3 or H x W x 4 and not empty."""
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
+        raise ValueError(
+            f"image has shape {image.shape}; a 2-D gray image (H x W) or an RGB(A) image (H x W x 3 or "
+            "H x W x 4) is expected. Split multi-channel stacks and pass one channel."
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image has shape {image.shape} with no pixels; pass a non-empty image.")
+
+
+def to_grayscale(image):
+    """Reduce an image to one channel.
+
+    Parameters
+    ----------
+    image : array_like
+        H x W (returned as is), or H x W x 3 / H x W x 4 (the alpha channel is ignored).
+
+    Returns
+    -------
+    numpy.ndarray
+        H x W; the mean of the colour channels as float32 for colour input.
+
+    Raises
+    ------
+    ValueError
+        If the image is empty or has any other shape.
+    """
+    image = np.asarray(image)
+    _check_image_shape(image)
+    if image.ndim == 2:
+        return image
+    return image[..., :3].mean(axis=-1, dtype=np.float32)
+
+
+def to_rgb(image):
+    """Give an image three colour channels, for networks that take colour input.
+
+    Parameters
+    ----------
+    image : array_like
+        H x W (repeated into three channels, as a read-only view), H x W x 3, or H x W x 4 (alpha dropped).
+
+    Returns
+    -------
+    numpy.ndarray
+        H x W x 3, same dtype as the input.
+
+    Raises
+    ------
+    ValueError
+        If the image is empty or has any other shape.
+    """
+    image = np.asarray(image)
+    _check_image_shape(image)
+    if image.ndim == 2:
+        return np.broadcast_to(image[..., None], image.shape + (3,))
+    return image[..., :3]
+
+
+def _percentile_sample(image):
+    """Return `image` or, above PERCENTILE_SAMPLE_PIXELS pixels, a strided view over its first two axes."""
+    pixels = image.shape[0] * image.shape[1]
+    if pixels <= PERCENTILE_SAMPLE_PIXELS:
+        return image
+    stride = math.ceil(math.sqrt(pixels / PERCENTILE_SAMPLE_PIXELS))
+    return image[::stride, ::stride]
+
+
+def normalize_percentile(image, low=1.0, high=99.8, clip=CLIP_RANGE):
+    """Scale intensities so that the `low` and `high` percentiles map to 0 and 1.
+
+    Images above ``PERCENTILE_SAMPLE_PIXELS`` (4 megapixels) get their percentiles from a regular strided
+    subsample of about that many pixels, which keeps the computation fast and light on memory; for natural
+    images the result differs from the exact percentiles by a fraction of a percent of the range.
+
+    If the two percentiles are equal (a constant image, or a sparse one whose background covers more than
+    ``high`` percent of the pixels), the image maximum is used as the upper point instead; a constant image
+    gives zeros.
+
+    Parameters
+    ----------
+    image : array_like
+        Any real dtype and shape with at least one element (typically H x W or H x W x C; all channels share
+        the percentiles).
+    low, high : float
+        Percentiles in [0, 100], ``low < high``.
+    clip : tuple of float or None
+        Range the result is clipped to (default ``CLIP_RANGE``, -0.5 to 1.5); None leaves it unclipped.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the input's shape.
+
+    Raises
+    ------
+    ValueError
+        If the image is empty, not real-valued, or contains NaN or infinite values, or if the percentiles are
+        out of order or out of range.
+    """
+    image = np.asarray(image)
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"percentiles low={low}, high={high} are invalid; use 0 <= low < high <= 100.")
+    if image.size == 0:
+        raise ValueError(f"image has shape {image.shape} with no pixels; pass a non-empty image.")
+    if image.dtype == bool:
+        image = image.view(np.uint8)
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"image has dtype {image.dtype}; a real numeric image is expected.")
+    if np.issubdtype(image.dtype, np.floating) and not (np.isfinite(image.min()) and np.isfinite(image.max())):
+        raise ValueError(
+            "image contains NaN or infinite values; replace them (for example with numpy.nan_to_num) "
+            "before normalizing."
+        )
+    sample = _percentile_sample(image) if image.ndim >= 2 else image
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        hi = float(image.max())
+    out = image.astype(np.float32)
+    if hi <= lo:
+        out[...] = 0.0
+        return out
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
+    if clip is not None:
+        np.clip(out, clip[0], clip[1], out=out)
+    return out

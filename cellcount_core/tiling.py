@@ -1,0 +1,238 @@
+"""Overlapping tiles over large images and stitching of per-tile network outputs (numpy only).
+
+Each tile keeps only its central region: adjacent tiles are cut in the middle of their overlap, so at least
+``overlap // 2`` pixels of context are cropped from every tile side that is not on the image border. Tile
+positions are multiples of the network's size divisor, and the image is (virtually) reflect-padded to a multiple
+of it. A network whose receptive-field radius is at most ``overlap // 2`` and whose normalization is local (for
+example BatchNorm in eval mode, but not GroupNorm) therefore gives the same stitched output as one run on the
+whole padded image, to float tolerance.
+
+Outputs are written into one preallocated array as batches come back, so memory is bounded by the output plus
+one batch of tiles, however large the image.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a `TilePlan`.
+
+    Attributes
+    ----------
+    y, x : int
+        Top-left corner in padded image coordinates (multiples of the plan's ``multiple``).
+    keep : tuple of slice
+        (rows, columns) of the tile output that are kept.
+    dest : tuple of slice
+        (rows, columns) of the image that the kept region fills.
+    """
+
+    y: int
+    x: int
+    keep: tuple
+    dest: tuple
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles that cover an image; the kept regions partition it exactly.
+
+    Attributes
+    ----------
+    image_shape : tuple of int
+        (H, W) of the image.
+    tile_shape : tuple of int
+        (h, w) of every tile.
+    padded_shape : tuple of int
+        (H, W) rounded up to the plan's multiple and to at least one tile; beyond the image it is reflected.
+    tiles : tuple of Tile
+    """
+
+    image_shape: tuple
+    tile_shape: tuple
+    padded_shape: tuple
+    tiles: tuple
+
+
+def _axis_plan(length, tile, overlap, multiple):
+    """Return (tile length, padded length, [(start, keep_start, keep_stop)]) along one axis."""
+    padded = math.ceil(length / multiple) * multiple
+    tile = min(tile, padded)
+    starts = [0]
+    if padded > tile:
+        step = (tile - overlap) // multiple * multiple
+        if step <= 0:
+            raise ValueError(
+                f"overlap={overlap} leaves no room to step tiles of {tile} px aligned to multiples of {multiple}; "
+                "use a smaller overlap or a larger tile_size."
+            )
+        starts = list(range(0, padded - tile, step)) + [padded - tile]
+    cuts = [0] + [(nxt + prev + tile) // 2 for prev, nxt in zip(starts, starts[1:])] + [padded]
+    spans = [(start, lo, min(hi, length)) for start, lo, hi in zip(starts, cuts, cuts[1:])]
+    return tile, padded, spans
+
+
+def plan_tiles(image_shape, tile_size=512, overlap=64, multiple=1):
+    """Plan overlapping tiles that cover an image.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        (H, W), or any shape whose last two entries are H and W.
+    tile_size : int
+        Largest tile side; rounded down to a multiple of `multiple`. Images smaller than a tile get one tile
+        the size of the image rounded up to `multiple` (padded), not a full-size tile.
+    overlap : int
+        Pixels shared by adjacent tiles (rounded up so that steps are multiples of `multiple`); half of it is
+        cropped from each interior tile side.
+    multiple : int
+        Tile positions and sizes are multiples of this (a network's ``size_divisor``).
+
+    Returns
+    -------
+    TilePlan
+
+    Raises
+    ------
+    ValueError
+        If the image is empty or the sizes are inconsistent.
+    """
+    height, width = (int(n) for n in image_shape[-2:])
+    if height < 1 or width < 1:
+        raise ValueError(f"image shape {tuple(image_shape)} has no pixels; pass a non-empty image.")
+    if multiple < 1:
+        raise ValueError(f"multiple={multiple} must be a positive integer.")
+    if tile_size < multiple:
+        raise ValueError(f"tile_size={tile_size} is smaller than the size divisor {multiple}; use a larger tile_size.")
+    if overlap < 0:
+        raise ValueError(f"overlap={overlap} is negative; use 0 or more pixels.")
+    tile = tile_size // multiple * multiple
+    tile_h, padded_h, rows = _axis_plan(height, tile, overlap, multiple)
+    tile_w, padded_w, cols = _axis_plan(width, tile, overlap, multiple)
+    tiles = tuple(
+        Tile(
+            y=y,
+            x=x,
+            keep=(slice(y_lo - y, y_hi - y), slice(x_lo - x, x_hi - x)),
+            dest=(slice(y_lo, y_hi), slice(x_lo, x_hi)),
+        )
+        for y, y_lo, y_hi in rows
+        for x, x_lo, x_hi in cols
+    )
+    return TilePlan((height, width), (tile_h, tile_w), (padded_h, padded_w), tiles)
+
+
+def _reflect(indices, length):
+    """Map indices beyond [0, length) back into it by mirror reflection (numpy's ``mode="reflect"``)."""
+    if length == 1:
+        return np.zeros_like(indices)
+    period = 2 * (length - 1)
+    indices = np.mod(indices, period)
+    return np.where(indices < length, indices, period - indices)
+
+
+def extract_tile(image, plan, tile, out=None):
+    """Copy one tile out of a C x H x W image, reflecting it where the tile reaches past the image.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        C x H x W, with (H, W) equal to ``plan.image_shape``.
+    plan : TilePlan
+    tile : Tile
+    out : numpy.ndarray, optional
+        C x h x w array to write into.
+
+    Returns
+    -------
+    numpy.ndarray
+        C x h x w tile (``out`` when given).
+    """
+    tile_h, tile_w = plan.tile_shape
+    height, width = plan.image_shape
+    if tile.y + tile_h <= height and tile.x + tile_w <= width:
+        region = image[:, tile.y : tile.y + tile_h, tile.x : tile.x + tile_w]
+    else:
+        rows = _reflect(np.arange(tile.y, tile.y + tile_h), height)
+        cols = _reflect(np.arange(tile.x, tile.x + tile_w), width)
+        region = image[:, rows[:, None], cols[None, :]]
+    if out is None:
+        return np.array(region, dtype=np.float32)
+    out[...] = region
+    return out
+
+
+def iter_tile_outputs(fn, image, plan, batch_size=4, progress=False):
+    """Run `fn` over the tiles of an image in batches and yield each tile's kept output.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(batch)`` takes a float32 N x C x h x w array and returns an N x 1 x h x w array. The batch buffer
+        is reused, so `fn` must not keep a reference to it.
+    image : numpy.ndarray
+        C x H x W image.
+    plan : TilePlan
+        From `plan_tiles` for this image's (H, W).
+    batch_size : int
+        Tiles per call of `fn`.
+    progress : bool
+        Show a tqdm progress bar over the tiles.
+
+    Yields
+    ------
+    dest : tuple of slice
+        Image region (rows, columns) the values belong to.
+    values : numpy.ndarray
+        float32 array of that region's shape.
+
+    Raises
+    ------
+    ValueError
+        If the image does not match the plan, `batch_size` is not positive, or `fn` returns a wrong shape.
+    """
+    if image.ndim != 3 or tuple(image.shape[-2:]) != tuple(plan.image_shape):
+        raise ValueError(
+            f"image shape {image.shape} does not match the tile plan; a C x H x W array with (H, W) = "
+            f"{plan.image_shape} is expected."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1.")
+    tile_h, tile_w = plan.tile_shape
+    buffer = np.empty((min(batch_size, len(plan.tiles)), image.shape[0], tile_h, tile_w), np.float32)
+    with tqdm(total=len(plan.tiles), desc="tiles", unit="tile", disable=not progress) as bar:
+        for first in range(0, len(plan.tiles), batch_size):
+            batch_tiles = plan.tiles[first : first + batch_size]
+            batch = buffer[: len(batch_tiles)]
+            for tile, slot in zip(batch_tiles, batch):
+                extract_tile(image, plan, tile, out=slot)
+            result = np.asarray(fn(batch))
+            if result.shape != (len(batch_tiles), 1, tile_h, tile_w):
+                raise ValueError(
+                    f"the tile function returned shape {result.shape} for a batch of shape {batch.shape}; "
+                    f"it must return {(len(batch_tiles), 1, tile_h, tile_w)}."
+                )
+            for tile, values in zip(batch_tiles, result[:, 0]):
+                yield tile.dest, values[tile.keep].astype(np.float32, copy=False)
+            bar.update(len(batch_tiles))
+
+
+def stitch(fn, image, plan, batch_size=4, progress=False):
+    """Run `fn` tile by tile over a C x H x W image and stitch the kept regions into one H x W float32 map.
+
+    Parameters and errors are those of `iter_tile_outputs`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 H x W.
+    """
+    out = np.empty(plan.image_shape, np.float32)
+    for dest, values in iter_tile_outputs(fn, image, plan, batch_size=batch_size, progress=progress):
+        out[dest] = values
+    return out
