@@ -3,10 +3,10 @@
 import argparse
 import sys
 
-from cellcount_cellprofiler.commands import count
+from cellcount_cellprofiler.commands import check_pipeline, compare, count, plugins_dir, swap
 from cellcount_core.model_files import ModelFileError
 
-SUBCOMMANDS = (count,)
+SUBCOMMANDS = (count, check_pipeline, swap, compare, plugins_dir)
 
 
 def build_parser():
