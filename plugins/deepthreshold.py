@@ -8,7 +8,9 @@ DeepThreshold
 
 Steps: threshold the probability image; fill holes; drop specks smaller than the cells; split touching cells
 by a watershed sized by the typical cell diameter (set it, or let it be estimated from the image); optionally
-discard objects outside a diameter range or touching the image border.
+discard objects outside a diameter range or touching the image border. Images larger than 2048 x 2048
+pixels are post-processed in overlapping blocks, with the same objects as a whole-image run (cells across
+block seams are counted once) and a few bytes of memory per pixel.
 
 Threshold methods
 ^^^^^^^^^^^^^^^^^
@@ -25,10 +27,14 @@ Measurements made by this module
 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 
 -  *Count_<objects>*, *Location_Center_X/Y*, *Number_Object_Number*, as IdentifyPrimaryObjects.
--  *Threshold_FinalThreshold_<objects>*: the threshold used (the mean local threshold for Adaptive).
+-  *Threshold_FinalThreshold_<objects>* and *Threshold_OrigThreshold_<objects>*: the threshold used (the mean
+   local threshold for Adaptive).
+-  *Threshold_WeightedVariance_<objects>*, *Threshold_SumOfEntropies_<objects>*: how well the threshold separates
+   the probability image, as IdentifyPrimaryObjects measures its intensity image.
 """
 
 import numpy
+from centrosome.threshold import sum_of_entropies, weighted_variance
 
 from cellprofiler_core.constants.measurement import COLTYPE_FLOAT, IMAGE
 from cellprofiler_core.image import Image
@@ -49,7 +55,8 @@ THRESHOLD_METHODS = {
 DIAMETER_AUTOMATIC = "Automatic"
 DIAMETER_MANUAL = "Manual"
 C_THRESHOLD = "Threshold"
-FTR_FINAL_THRESHOLD = "FinalThreshold"
+# The threshold features IdentifyPrimaryObjects writes, so a swapped pipeline exports the same columns.
+THRESHOLD_FEATURES = ("FinalThreshold", "OrigThreshold", "WeightedVariance", "SumOfEntropies")
 MODEL_THRESHOLD_FEATURE = "DeepSegment_ModelThreshold_%s"
 
 
@@ -177,7 +184,7 @@ The watershed that splits touching cells and the smallest object kept are sized 
         objects.parent_image = image.parent_image
         workspace.object_set.add_objects(objects, self.y_name.value)
         self.add_measurements(workspace)
-        workspace.measurements.add_image_measurement(self.final_threshold_feature(), float(result.threshold))
+        self.add_threshold_measurements(workspace.measurements, image, labels > 0, result.threshold)
         if self.wants_binary_image.value:
             binary = Image(labels > 0, parent_image=image, convert=False)
             workspace.image_set.add(self.binary_image_name.value, binary)
@@ -202,12 +209,22 @@ The watershed that splits touching cells and the smallest object kept are sized 
             )
         return float(numpy.atleast_1d(workspace.measurements.get_current_image_measurement(feature))[0])
 
-    def final_threshold_feature(self):
-        return f"{C_THRESHOLD}_{FTR_FINAL_THRESHOLD}_{self.y_name.value}"
+    def add_threshold_measurements(self, measurements, image, foreground, threshold):
+        values = {
+            "FinalThreshold": threshold,
+            "OrigThreshold": threshold,
+            "WeightedVariance": weighted_variance(image.pixel_data, image.mask, foreground),
+            "SumOfEntropies": sum_of_entropies(image.pixel_data, image.mask, foreground),
+        }
+        for feature, value in values.items():
+            measurements.add_image_measurement(self.threshold_feature(feature), float(value))
+
+    def threshold_feature(self, feature):
+        return f"{C_THRESHOLD}_{feature}_{self.y_name.value}"
 
     def get_measurement_columns(self, pipeline, object_name=None):
         columns = super().get_measurement_columns(pipeline, object_name)
-        return columns + [(IMAGE, self.final_threshold_feature(), COLTYPE_FLOAT)]
+        return columns + [(IMAGE, self.threshold_feature(feature), COLTYPE_FLOAT) for feature in THRESHOLD_FEATURES]
 
     def get_categories(self, pipeline, object_name):
         categories = super().get_categories(pipeline, object_name)
@@ -215,10 +232,10 @@ The watershed that splits touching cells and the smallest object kept are sized 
 
     def get_measurements(self, pipeline, object_name, category):
         if object_name == IMAGE and category == C_THRESHOLD:
-            return [FTR_FINAL_THRESHOLD]
+            return list(THRESHOLD_FEATURES)
         return super().get_measurements(pipeline, object_name, category)
 
     def get_measurement_objects(self, pipeline, object_name, category, measurement):
-        if object_name == IMAGE and category == C_THRESHOLD and measurement == FTR_FINAL_THRESHOLD:
+        if object_name == IMAGE and category == C_THRESHOLD and measurement in THRESHOLD_FEATURES:
             return [self.y_name.value]
         return []

@@ -97,8 +97,11 @@ def test_deepthreshold_makes_objects_and_threshold_measurement(cellprofiler):
     assert measurements.get_current_image_measurement("Threshold_FinalThreshold_Cells") == 0.5
     assert len(measurements.get_current_measurement("Cells", "Location_Center_X")) == cells.count
     assert workspace.image_set.get_image("DeepMask").pixel_data.sum() > 0
+    assert measurements.get_current_image_measurement("Threshold_OrigThreshold_Cells") == 0.5
+    assert measurements.get_current_image_measurement("Threshold_WeightedVariance_Cells") < 0.01  # two levels
     features = {column[1] for column in module.get_measurement_columns(None)}
-    assert {"Count_Cells", "Location_Center_X", "Threshold_FinalThreshold_Cells"} <= features
+    assert {"Count_Cells", "Location_Center_X", "Threshold_FinalThreshold_Cells", "Threshold_OrigThreshold_Cells",
+            "Threshold_WeightedVariance_Cells", "Threshold_SumOfEntropies_Cells"} <= features
 
 
 def test_deepthreshold_model_default_uses_deepsegment_measurement(cellprofiler):

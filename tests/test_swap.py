@@ -16,8 +16,6 @@ pytestmark = pytest.mark.cellprofiler
 
 CELLCOUNT = str(Path(sys.executable).with_name("cellcount"))
 BOOKKEEPING = ("ExecutionTime_", "ModuleError_")
-# What IdentifyPrimaryObjects measures and DeepThreshold does not: its thresholding statistics.
-PRIMARY_ONLY = ("Threshold_OrigThreshold_{}", "Threshold_WeightedVariance_{}", "Threshold_SumOfEntropies_{}")
 # Images, Metadata, NamesAndTypes (DNA = files containing "_dna") and Groups exactly as CellProfiler 4.2.8 saves
 # them (copied from its dump of nuclei_related_modules()). 4.2.8 saves every other module of these pipelines
 # exactly as CellProfiler 5 does; only these four and the header's DateRevision differ.
@@ -205,7 +203,7 @@ def test_swap_keeps_notes_and_writes_consistent_numbering(cellprofiler, tmp_path
 
 def test_swap_predicts_the_measurement_columns_that_change(cellprofiler, tmp_path):
     _, result, _ = swapped(text_of(nuclei_cells_modules()), tmp_path)
-    assert result.removed_columns == sorted(("Image", name.format("Nuclei")) for name in PRIMARY_ONLY)
+    assert result.removed_columns == []  # DeepThreshold writes every threshold measurement of a global threshold
     assert result.added_columns == [("Image", "DeepSegment_ModelThreshold_NucleiProbability")]
 
 
@@ -275,13 +273,16 @@ def three_d_modules():
 
 
 def dangling_reference_modules():
+    """An adaptive IdentifyPrimaryObjects whose GuideThreshold (which DeepThreshold does not make) is used."""
     from cellcount_cellprofiler.pipeline_builder import new_module
 
     math = new_module("CalculateMath", output_feature_name="ThresholdRatio")
     for operand in math.operands:
         operand.operand_choice.value = "Image"
-        operand.operand_measurement.value = "Threshold_OrigThreshold_Nuclei"
+        operand.operand_measurement.value = "Threshold_GuideThreshold_Nuclei"
     modules = nuclei_cells_modules()
+    [primary] = [module for module in modules if module.module_name == "IdentifyPrimaryObjects"]
+    primary.threshold.threshold_scope.value = "Adaptive"
     return modules[:-1] + [math, modules[-1]]
 
 
@@ -294,7 +295,7 @@ def deep_name_taken_modules():
 @pytest.mark.parametrize("build, options, message", [
     (lambda: nuclei_cells_modules()[:4], {}, "no IdentifyPrimaryObjects"),
     (three_d_modules, {}, "3-D"),
-    (dangling_reference_modules, {}, 'CalculateMath setting .* uses Threshold_OrigThreshold_Nuclei'),
+    (dangling_reference_modules, {}, 'CalculateMath setting .* uses Threshold_GuideThreshold_Nuclei'),
     (deep_name_taken_modules, {"compare": True}, "DeepNuclei, but the pipeline already makes"),
 ], ids=["nothing to swap", "3-D pipeline", "measurement still used", "compare name taken"])
 def test_swap_refuses_what_it_cannot_swap(cellprofiler, tmp_path, build, options, message):
@@ -318,7 +319,7 @@ def test_swap_command_writes_the_pipeline_and_says_what_changed(cellprofiler, tm
     assert completed.returncode == 0, completed.stderr
     said = completed.stdout
     assert "IdentifyPrimaryObjects 'BrightNuclei' on image 'DNA' replaced by" in said
-    assert "Measurements no longer made: Image.Threshold_OrigThreshold_BrightNuclei" in said
+    assert "Measurements no longer made" not in said  # DeepThreshold writes IdentifyPrimaryObjects' columns
     assert "saved by CellProfiler 4.2" in said
     assert (tmp_path / "out.cppipe").read_text().count("DeepThreshold:[") == 2
 
