@@ -31,4 +31,35 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -rs -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) *.egg-info
+	rm -rf $(VENV) $(VENV_CP4) $(DEMO_OUT) *.egg-info
+
+# --- CellProfiler 4.2.8 (Python 3.9): `make test-cp4`, not part of `make test`. Recipe: docs/CELLPROFILER4.md ---
+PYTHON39 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9) python3.9)
+CP4_JAVA_HOME ?= /usr/lib/jvm/java-17-openjdk-amd64
+# PyPI has no CPU-only Linux build of PyTorch: 2.8.0 (the newest for Python 3.9) brings its CUDA 12 libraries.
+CP4_TORCH ?= torch==2.8.0
+VENV_CP4 := .venv-cp4
+PY_CP4 := $(VENV_CP4)/bin/python
+PIP_CP4 := $(PY_CP4) -m pip --disable-pip-version-check -q
+STAMP_CP4 := $(VENV_CP4)/.installed
+CP4_DEPS := numpy scipy scikit-image h5py pyzmq matplotlib centrosome prokaryote docutils sentry-sdk inflect \
+	scikit-learn tifffile boto3 mahotas Pillow imageio joblib Jinja2 requests six psutil future
+
+.PHONY: test-cp4
+
+$(STAMP_CP4): setup.cfg constraints-cp4.txt
+	test -f $(CP4_JAVA_HOME)/include/jni.h || { apt-get update && apt-get install -y openjdk-17-jdk-headless; }
+	test -x $(PY_CP4) || $(PYTHON39) -m venv $(VENV_CP4)
+	$(PIP_CP4) install -c constraints-cp4.txt --upgrade pip setuptools wheel cython
+	$(PIP_CP4) install -c constraints-cp4.txt $(CP4_DEPS)
+	JAVA_HOME=$(CP4_JAVA_HOME) $(PIP_CP4) install --no-build-isolation -c constraints-cp4.txt python-javabridge
+	$(PIP_CP4) install --no-deps -c constraints-cp4.txt python-bioformats cellprofiler-core cellprofiler
+	$(PIP_CP4) install -c constraints-cp4.txt $(CP4_TORCH) safetensors imageio tqdm opencv-python-headless pytest
+	$(PIP_CP4) install --no-deps -e .
+	touch $(STAMP_CP4)
+
+# tests/cp4 (plugins, pipelines and headless runs in CellProfiler 4.2.8) and the library's unit tests on 4.2.8's
+# pins; the main suite's `cellprofiler` tests are written for CellProfiler 5, and training runs in the main venv.
+test-cp4: $(STAMP_CP4)
+	JAVA_HOME=$(CP4_JAVA_HOME) $(PY_CP4) -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning \
+		-m "not cellprofiler" --ignore-glob="tests/test_training_*.py" tests
