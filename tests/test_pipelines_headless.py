@@ -57,7 +57,7 @@ def test_compare_counts_pipeline_exports_classical_and_deep_counts(synthetic_fol
     regression = [float(row["DeepCount_Nuclei"]) for row in by_truth]
     assert all(0 < count for count in regression) and regression == sorted(regression), regression
     deep_objects = list(csv.DictReader(open(tmp_path / "DeepNuclei.csv", newline="")))
-    assert len(deep_objects) == sum(int(row["Count_DeepNuclei"]) for row in rows)
+    assert len(deep_objects) == sum(int(float(row["Count_DeepNuclei"])) for row in rows)
     assert {"Location_Center_X", "Location_Center_Y"} <= set(deep_objects[0])
     assert (tmp_path / "Nuclei.csv").exists()
 
