@@ -41,7 +41,7 @@ def run_cellprofiler(pipeline, images, output):
     output.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "cellprofiler", "-c", "-r", "-p", str(pipeline), "-i", str(images), "-o", str(output),
-        "--plugins-directory", str(plugins_dir()),
+        "--plugins-directory", str(plugins_dir()), "-L", "WARNING",
     ]
     print("$", " ".join(command), flush=True)
     completed = subprocess.run(command)
@@ -64,8 +64,8 @@ def comparison_rows(image_table, true_counts):
             yield {
                 "image": name,
                 "true_count": true_counts.get(name, ""),
-                "classical_count": row["Count_Nuclei"],
-                "deep_count": row["Count_DeepNuclei"],
+                "classical_count": int(float(row["Count_Nuclei"])),
+                "deep_count": int(float(row["Count_DeepNuclei"])),
                 "regression_count": f"{float(row['DeepCount_Nuclei']):.1f}",
             }
 
