@@ -1,0 +1,144 @@
+"""The training loop, the train commands on a tiny synthetic dataset, resume and DistributedDataParallel."""
+
+import csv
+import json
+import socket
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import torch
+from torch import nn
+
+from cellcount_core.model_files import load_model
+from cellcount_core.synthetic import synthetic_cells
+from training.cli import main
+from training.datasets import stable_fraction
+from training.loop import TrainConfig, train
+
+
+class Pixels(torch.utils.data.Dataset):
+    """Eight 8x8 images whose target is their own sign: learnable by a 1x1 convolution."""
+
+    def __init__(self):
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(8, 1, 8, 8, generator=generator)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return {"image": self.images[index], "mask": (self.images[index] > 0).float()}
+
+
+def bce(logits, batch):
+    return nn.functional.binary_cross_entropy_with_logits(logits, batch["mask"])
+
+
+def test_plateau_lowers_the_rate_and_early_stopping_ends_training(tmp_path):
+    config = TrainConfig(out_dir=tmp_path, epochs=10, batch_size=4, lr=0.01, lr_patience=0, early_stop=2)
+    result = train(nn.Conv2d(1, 1, 1), Pixels(), bce, config, validate=lambda model, device: {"val_loss": 1.0})
+    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    assert [row["lr"] for row in result.history] == pytest.approx([0.01, 0.007, 0.0049])
+    assert result.best_epoch == 0 and result.stop_reason.startswith("early stop")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_training_lowers_the_loss_and_is_seeded(tmp_path):
+    def run(folder):
+        torch.manual_seed(0)
+        config = TrainConfig(out_dir=folder, epochs=5, batch_size=4, lr=0.2, monitor="train_loss",
+                             plot=False)
+        return train(nn.Conv2d(1, 1, 1), Pixels(), bce, config)
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first.history[-1]["train_loss"] < 0.5 * first.history[0]["train_loss"]
+    assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """Six 64x64 synthetic images with instance labels, in the pairs layout; at least one is in validation."""
+    root = tmp_path_factory.mktemp("pairs")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for seed in range(6):
+        cells = synthetic_cells((64, 64), 6, (8, 12), dtype="uint8", seed=seed)
+        iio.imwrite(root / "images" / f"cells{seed}.png", cells.image)
+        tifffile.imwrite(root / "masks" / f"cells{seed}.tif", cells.labels.astype(np.uint16))
+    assert any(stable_fraction(f"cells{seed}") < 0.5 for seed in range(6))
+    return f"pairs={root / 'images'}:{root / 'masks'}"
+
+
+def _command(kind, pairs, out, epochs, *extra):
+    return [kind, "--data", pairs, "--validation-fraction", "0.5", "--out", str(out), "--name", "tiny",
+            "--param", "base_filters=4", "--param", "depth=2", "--epochs", str(epochs), "--steps-per-epoch", "2",
+            "--batch-size", "2", "--crop-size", "32", "--no-score", *extra]
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_segmenter_writes_checkpoint_metrics_and_model_then_resumes(pairs, tmp_path):
+    assert main(_command("train-segmenter", pairs, tmp_path, 1, "--architecture", "small_unet")) == 0
+    first = _rows(tmp_path / "metrics.csv")
+    assert [row["epoch"] for row in first] == ["0"] and float(first[0]["val_dice"]) >= 0
+    model, card = load_model(tmp_path / "tiny")
+    assert card.kind == "segmenter" and card.architecture == "small_unet"
+    assert card.training["command"].startswith("cellcount-train train-segmenter --data pairs=")
+    assert card.training["split"]["validation_images"] >= 1 and card.diameter_range[0] > 0
+
+    main(_command("train-segmenter", pairs, tmp_path, 2, "--architecture", "small_unet", "--resume"))
+    second = _rows(tmp_path / "metrics.csv")
+    assert [row["epoch"] for row in second] == ["0", "1"] and second[0] == first[0]
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "curves.png").is_file()
+
+
+def test_train_counter_density_and_mask_regressor(pairs, tmp_path):
+    main(_command("train-counter", pairs, tmp_path / "density", 1, "--architecture", "density_counter"))
+    model, card = load_model(tmp_path / "density" / "tiny")
+    assert card.kind == "counter" and card.input == "image" and card.input_size is None
+    dcc = ["train-counter", "--data", pairs, "--validation-fraction", "0.5", "--out", str(tmp_path / "dcc"),
+           "--name", "tiny", "--architecture", "dcc_counter", "--input", "mask", "--param", "input_size=[32, 32]",
+           "--param", "dense_units=16", "--epochs", "1", "--no-score"]
+    main(dcc)
+    card = json.loads((tmp_path / "dcc" / "tiny.json").read_text())
+    assert card["input"] == "mask" and card["input_size"] == [32, 32] and "val_mape" in card["metrics"]
+
+
+def test_counter_input_must_fit_the_architecture(pairs, tmp_path):
+    with pytest.raises(ValueError, match="does not fit architecture 'dcc_counter'"):
+        main(["train-counter", "--data", pairs, "--validation-fraction", "0.5", "--out", str(tmp_path),
+              "--name", "tiny", "--architecture", "dcc_counter", "--input", "image", "--no-score"])
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank, port, folder):
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
+    model = nn.Conv2d(1, 1, 1)
+    config = TrainConfig(out_dir=folder, epochs=2, batch_size=2, lr=0.05, device="cpu", plot=False)
+    result = train(model, Pixels(), bce, config, validate=lambda m, d: {"val_loss": float(m.weight.abs().sum())})
+    torch.save({"weight": model.weight.detach().clone(), "epochs": len(result.history)},
+               folder / f"rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_distributed_data_parallel_on_two_cpu_processes(tmp_path):
+    torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), tmp_path), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    assert ranks[0]["epochs"] == ranks[1]["epochs"] == 2
+    torch.testing.assert_close(ranks[0]["weight"], ranks[1]["weight"])
+    assert len(_rows(tmp_path / "metrics.csv")) == 2

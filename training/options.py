@@ -1,0 +1,102 @@
+"""Command-line options shared by the training commands, and what they record in a model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .datasets import SPLIT_RULE, VALIDATION_FRACTION, read_source, split_samples
+from .loop import TrainConfig
+
+
+def parse_params(items) -> dict:
+    """Turn ``["base_filters=8", "depth=3"]`` into ``{"base_filters": 8, "depth": 3}`` (values parsed as JSON)."""
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"Network parameter {item!r} must look like NAME=VALUE, e.g. base_filters=8.")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data`` (repeatable ``KIND=PATH``) and ``--validation-fraction``."""
+    parser.add_argument("--data", action="append", required=True, metavar="KIND=PATH",
+                        help="training data: bbbc005=PATH, dsb2018=PATH or pairs=IMAGES:MASKS (repeatable)")
+    parser.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION,
+                        help="fraction of non-BBBC005 ids held out by stable hash (default %(default)s)")
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser, *, lr: float, batch_size: int) -> None:
+    """Add the optimisation, output and device options of :class:`training.loop.TrainConfig`."""
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, metrics, model)")
+    parser.add_argument("--name", required=True, help="model name; writes OUT/NAME.safetensors and OUT/NAME.json")
+    parser.add_argument("--architecture", required=True, help="network name for create_model")
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="network parameter (repeatable)")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--lr-factor", type=float, default=0.7, help="learning-rate factor on a plateau")
+    parser.add_argument("--lr-patience", type=int, default=4, help="plateau length in epochs")
+    parser.add_argument("--early-stop", type=int, default=20, help="epochs without improvement before stopping")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap on optimizer steps per epoch")
+    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--no-score", action="store_true",
+                        help="skip scoring the saved model on the whole validation images")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use at most this many training and validation images per source (quick trials)")
+
+
+def loop_config(args: argparse.Namespace, monitor: str = "val_loss") -> TrainConfig:
+    """Build the :class:`TrainConfig` from parsed options."""
+    return TrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       lr_factor=args.lr_factor, lr_patience=args.lr_patience, early_stop=args.early_stop,
+                       seed=args.seed, workers=args.workers, steps_per_epoch=args.steps_per_epoch,
+                       time_limit=args.time_limit, device=args.device, amp=not args.no_amp, resume=args.resume,
+                       monitor=monitor)
+
+
+def _limit(samples, limit):
+    if limit is None:
+        return samples
+    kept, per_source = [], {}
+    for sample in samples:
+        per_source[sample.source] = per_source.get(sample.source, 0) + 1
+        if per_source[sample.source] <= limit:
+            kept.append(sample)
+    return kept
+
+
+def read_split(args: argparse.Namespace):
+    """Read every ``--data`` source and split it; return ``(train, validation)`` sample lists."""
+    samples = [sample for spec in args.data for sample in read_source(spec)]
+    train, validation = split_samples(samples, args.validation_fraction)
+    if not train or not validation:
+        raise ValueError(f"The split of {', '.join(args.data)} gave {len(train)} training and {len(validation)} "
+                         "validation images; both must be non-empty (add images or change --validation-fraction).")
+    return _limit(train, args.limit), _limit(validation, args.limit)
+
+
+def training_record(args: argparse.Namespace, train, validation) -> dict:
+    """The card's ``training`` field: data, exact command, seed and split."""
+    sources = sorted({sample.source for sample in train})
+    return {
+        "data": [str(spec) for spec in args.data],
+        "sources": sources,
+        "command": getattr(args, "command_line", None) or shlex.join(["cellcount-train", *sys.argv[1:]]),
+        "seed": args.seed,
+        "split": {"rule": SPLIT_RULE.replace(f"{VALIDATION_FRACTION:.0%}", f"{args.validation_fraction:.0%}"),
+                  "train_images": len(train), "validation_images": len(validation)},
+    }

@@ -1,0 +1,123 @@
+"""Training of segmentation networks: crops with c-ResUnet weight maps, weighted BCE, a model file at the end."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cellcount_core.model_files import ModelCard, save_model
+from cellcount_core.networks import create_model
+from cellcount_core.normalization import normalize_percentile
+
+from .augment import Augmenter
+from .crops import CropDataset, Record, batches, fixed_crops, read_oversampling
+from .datasets import Sample, read_image, read_labels
+from .loop import seed_everything, train
+from .losses import segmentation_loss
+from .options import (add_data_arguments, add_loop_arguments, loop_config, parse_params, read_split,
+                      training_record)
+from .validation import write_validation_metrics
+from .weight_maps import weight_map
+
+NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
+
+
+def load_records(samples: list[Sample], w0: float = 5.0, sigma: float = 3.0, desc: str = "loading") -> list[Record]:
+    """Read and normalize images with their 0/1 ``mask`` and ``weight`` map (a shared mask is computed once)."""
+    records, cache = [], {}
+    for sample in tqdm(samples, desc=desc, mininterval=5.0):
+        if sample.target_path is None:
+            continue
+        if sample.target_path not in cache:
+            labels = read_labels(sample.target_path)
+            cache[sample.target_path] = {"mask": (labels > 0).astype(np.uint8),
+                                         "weight": weight_map(labels, w0=w0, sigma=sigma).astype(np.float16)}
+        targets = cache[sample.target_path]
+        image = normalize_percentile(read_image(sample.image_path), NORMALIZATION["low"], NORMALIZATION["high"])
+        if image.shape != targets["mask"].shape:
+            raise ValueError(f"Image {sample.image_path} is {image.shape} but its mask {sample.target_path} is "
+                             f"{targets['mask'].shape}; fix the data so both have the same size.")
+        records.append(Record(sample.id, image.astype(np.float16), targets))
+    if not records:
+        raise ValueError("None of the samples has a mask; segmentation training needs masks or label images.")
+    return records
+
+
+def crop_validator(crops: dict, loss_fn, batch_size: int = 8):
+    """Return ``validate(model, device)`` giving the loss and Dice (threshold 0.5) on fixed validation crops."""
+
+    def validate(model, device) -> dict:
+        loss, inter, total = 0.0, 0.0, 0.0
+        for part in batches(crops, batch_size, device):
+            logits = model(part["image"]).float()
+            loss += float(loss_fn(logits, part)) * len(logits)
+            predicted, valid = (logits > 0).float(), (part["weight"] > 0).float()
+            inter += float((predicted * part["mask"] * valid).sum())
+            total += float((predicted * valid).sum() + (part["mask"] * valid).sum())
+        return {"val_loss": loss / len(crops["image"]), "val_dice": 2 * inter / max(total, 1.0)}
+
+    return validate
+
+
+def diameter_range(records, low: float = 2.0, high: float = 98.0) -> list[float]:
+    """Percentiles ``low``/``high`` of the equivalent diameters of the connected objects in the masks."""
+    from skimage.measure import label, regionprops
+
+    masks = {id(record.targets["mask"]): record.targets["mask"] for record in records}
+    diameters = [region.equivalent_diameter_area for mask in masks.values() for region in regionprops(label(mask))]
+    return [round(float(value), 1) for value in np.percentile(diameters, [low, high])]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``cellcount-train train-segmenter``."""
+    add_data_arguments(parser)
+    add_loop_arguments(parser, lr=0.006, batch_size=4)
+    parser.add_argument("--crop-size", type=int, default=512, help="random crop side (c-ResUnet: 512)")
+    parser.add_argument("--crops-per-image", type=int, default=12, help="crops per image and epoch (c-ResUnet: 12)")
+    parser.add_argument("--w0", type=float, default=5.0, help="weight-map border weight")
+    parser.add_argument("--sigma", type=float, default=3.0, help="weight-map decay length in pixels")
+    parser.add_argument("--dice-weight", type=float, default=0.0, help="add this times the soft Dice loss")
+    parser.add_argument("--oversample", type=Path, help="file of image ids to repeat (id or id,times per line)")
+    parser.add_argument("--oversample-times", type=int, default=4, help="default repeats for --oversample ids")
+    parser.add_argument("--elastic-p", type=float, default=0.3, help="probability of elastic deformation")
+    parser.add_argument("--description", default="", help="model description for the card")
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Train a segmenter as the options say; write ``OUT/NAME.{safetensors,json}`` and return the model path."""
+    seed_everything(args.seed)
+    train_samples, validation_samples = read_split(args)
+    records = load_records(train_samples, args.w0, args.sigma, desc="training images")
+    validation = load_records(validation_samples, args.w0, args.sigma, desc="validation images")
+    params = parse_params(args.param)
+    model = create_model(args.architecture, **params)
+    crop = args.crop_size - args.crop_size % model.size_divisor
+    repeats = read_oversampling(args.oversample, args.oversample_times) if args.oversample else {}
+    dataset = CropDataset(records, Augmenter(crop_size=crop, elastic_p=args.elastic_p),
+                                  args.crops_per_image, repeats, args.seed)
+
+    def loss_fn(logits, batch):
+        return segmentation_loss(logits, batch, args.dice_weight)
+
+    result = train(model, dataset, loss_fn, loop_config(args), crop_validator(fixed_crops(validation, crop), loss_fn))
+    if not result.is_main:
+        return args.out / args.name
+    model.load_state_dict(result.best_state)
+    card = ModelCard(
+        name=args.name, kind="segmenter", architecture=args.architecture, params=params, input="image",
+        normalization=NORMALIZATION, diameter_range=diameter_range(records),
+        default_threshold={"value": 0.5, "method": "simple"},
+        training={**training_record(args, train_samples, validation_samples), "best_epoch": result.best_epoch,
+                  "epochs_run": len(result.history), "stop_reason": result.stop_reason,
+                  "loss": f"weighted BCE (w0={args.w0}, sigma={args.sigma}, class weights 1/1.5)"
+                          + (f" + {args.dice_weight} soft Dice" if args.dice_weight else "")},
+        metrics={key: round(value, 5) for key, value in result.best_metrics.items() if key.startswith("val_")},
+        description=args.description or f"{args.architecture} segmenter trained on {', '.join(args.data)}.",
+    )
+    weights_path, _ = save_model(model, card, args.out / args.name)
+    if not args.no_score:
+        write_validation_metrics(weights_path, validation_samples)
+    return weights_path
