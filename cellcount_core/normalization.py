@@ -82,6 +82,65 @@ def _percentile_sample(image):
     return image[::stride, ::stride]
 
 
+def percentile_range(image, low=1.0, high=99.8):
+    """Intensities that `normalize_percentile` maps to 0 and 1, so that tiles can be scaled one at a time.
+
+    Parameters and errors are those of `normalize_percentile`.
+
+    Returns
+    -------
+    lo, hi : float
+        The `low` and `high` percentiles (of a strided subsample above ``PERCENTILE_SAMPLE_PIXELS``); ``hi`` is
+        the image maximum where the two coincide, and ``hi <= lo`` only for a constant image.
+    """
+    image = np.asarray(image)
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"percentiles low={low}, high={high} are invalid; use 0 <= low < high <= 100.")
+    if image.size == 0:
+        raise ValueError(f"image has shape {image.shape} with no pixels; pass a non-empty image.")
+    if image.dtype == bool:
+        image = image.view(np.uint8)
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"image has dtype {image.dtype}; a real numeric image is expected.")
+    if np.issubdtype(image.dtype, np.floating) and not (np.isfinite(image.min()) and np.isfinite(image.max())):
+        raise ValueError(
+            "image contains NaN or infinite values; replace them (for example with numpy.nan_to_num) "
+            "before normalizing."
+        )
+    sample = _percentile_sample(image) if image.ndim >= 2 else image
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        hi = float(image.max())
+    return float(lo), float(hi)
+
+
+def scale_to_range(values, lo, hi, clip=CLIP_RANGE):
+    """Map `lo` and `hi` to 0 and 1 in place on a float32 array, as `normalize_percentile` does.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        float32 array, overwritten.
+    lo, hi : float
+        From `percentile_range`; ``hi <= lo`` gives zeros.
+    clip : tuple of float or None
+        Range the result is clipped to; None leaves it unclipped.
+
+    Returns
+    -------
+    numpy.ndarray
+        `values`.
+    """
+    if hi <= lo:
+        values[...] = 0.0
+        return values
+    values -= np.float32(lo)
+    values *= np.float32(1.0 / (hi - lo))
+    if clip is not None:
+        np.clip(values, clip[0], clip[1], out=values)
+    return values
+
+
 def normalize_percentile(image, low=1.0, high=99.8, clip=CLIP_RANGE):
     """Scale intensities so that the `low` and `high` percentiles map to 0 and 1.
 
@@ -91,7 +150,7 @@ def normalize_percentile(image, low=1.0, high=99.8, clip=CLIP_RANGE):
 
     If the two percentiles are equal (a constant image, or a sparse one whose background covers more than
     ``high`` percent of the pixels), the image maximum is used as the upper point instead; a constant image
-    gives zeros.
+    gives zeros. `percentile_range` and `scale_to_range` do the same in two steps, for one tile at a time.
 
     Parameters
     ----------
@@ -114,30 +173,6 @@ def normalize_percentile(image, low=1.0, high=99.8, clip=CLIP_RANGE):
         If the image is empty, not real-valued, or contains NaN or infinite values, or if the percentiles are
         out of order or out of range.
     """
+    lo, hi = percentile_range(image, low, high)
     image = np.asarray(image)
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"percentiles low={low}, high={high} are invalid; use 0 <= low < high <= 100.")
-    if image.size == 0:
-        raise ValueError(f"image has shape {image.shape} with no pixels; pass a non-empty image.")
-    if image.dtype == bool:
-        image = image.view(np.uint8)
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"image has dtype {image.dtype}; a real numeric image is expected.")
-    if np.issubdtype(image.dtype, np.floating) and not (np.isfinite(image.min()) and np.isfinite(image.max())):
-        raise ValueError(
-            "image contains NaN or infinite values; replace them (for example with numpy.nan_to_num) "
-            "before normalizing."
-        )
-    sample = _percentile_sample(image) if image.ndim >= 2 else image
-    lo, hi = np.percentile(sample, [low, high])
-    if hi <= lo:
-        hi = float(image.max())
-    out = image.astype(np.float32)
-    if hi <= lo:
-        out[...] = 0.0
-        return out
-    out -= np.float32(lo)
-    out *= np.float32(1.0 / (hi - lo))
-    if clip is not None:
-        np.clip(out, clip[0], clip[1], out=out)
-    return out
+    return scale_to_range(image.astype(np.float32), lo, hi, clip)

@@ -12,7 +12,8 @@ from skimage.feature import peak_local_max
 from skimage.morphology import remove_small_holes, remove_small_objects
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
-__all__ = ["default_min_size", "estimate_diameter", "labels_from_mask", "remove_objects_outside_diameter"]
+__all__ = ["component_diameters", "default_min_size", "diameter_from_components", "estimate_diameter",
+           "labels_from_mask", "remove_objects_outside_diameter"]
 
 # A component whose equivalent diameter exceeds its inscribed diameter by more than this factor is a clump of
 # touching cells rather than one (possibly elongated) cell.
@@ -69,15 +70,55 @@ def estimate_diameter(mask: np.ndarray, probability: np.ndarray | None = None) -
     mask, probability = _check_inputs(mask, probability)
     filled = ndi.binary_fill_holes(mask)
     components, n = ndi.label(filled)
-    if n == 0:
-        return 0.0
-    index = np.arange(1, n + 1)
     weights = np.ones(mask.shape, np.float32) if probability is None else probability
+    return diameter_from_components(*component_diameters(filled, components, np.arange(1, n + 1), weights))
+
+
+def component_diameters(filled: np.ndarray, components: np.ndarray, index: np.ndarray,
+                        weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equivalent-circle and inscribed diameters of some components of a hole-filled mask.
+
+    Parameters
+    ----------
+    filled : (H, W) array of bool
+        Foreground mask with its holes filled.
+    components : (H, W) array of int
+        Its connected components (``scipy.ndimage.label``).
+    index : array of int
+        The component labels to measure.
+    weights : (H, W) array
+        Pixel weights summed into each area (ones, or the probability map).
+
+    Returns
+    -------
+    equivalent, inscribed : arrays of float, one value per label of `index`
+    """
     areas = np.asarray(ndi.sum_labels(weights, components, index), dtype=float)
     equivalent = np.sqrt(4.0 * areas / np.pi)
     # the distance to the nearest background pixel centre overshoots the radius by about half a pixel
-    inscribed = 2.0 * np.asarray(ndi.maximum(ndi.distance_transform_edt(filled), components, index)) - 1.0
-    inscribed = np.maximum(inscribed, 1.0)
+    inscribed = 2.0 * _label_reduce(np.maximum, ndi.distance_transform_edt(filled), components, index) - 1.0
+    return equivalent, np.maximum(inscribed, 1.0)
+
+
+def _label_reduce(reduce, values: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``np.minimum`` or ``np.maximum`` of `values` over each label of `index` (0 for a label without pixels).
+
+    The results of ``scipy.ndimage.minimum``/``maximum``, without their sort of every pixel: tens of times faster
+    and a few bytes per pixel lighter on large images.
+    """
+    values, index = np.asarray(values), np.asarray(index, dtype=np.intp)
+    size = max(int(labels.max(initial=0)), int(index.max(initial=0))) + 1
+    limits = np.finfo(values.dtype) if np.issubdtype(values.dtype, np.floating) else np.iinfo(values.dtype)
+    result = np.full(size, limits.min if reduce is np.maximum else limits.max, dtype=values.dtype)
+    reduce.at(result, labels.ravel(), values.ravel())
+    result[np.bincount(labels.ravel(), minlength=size) == 0] = 0
+    return result[index]
+
+
+def diameter_from_components(equivalent: np.ndarray, inscribed: np.ndarray) -> float:
+    """The typical cell diameter (see :func:`estimate_diameter`) from each component's two diameters; 0.0 if none."""
+    if len(equivalent) == 0:
+        return 0.0
     single = equivalent <= _CLUMP_RATIO * inscribed
     ratio = float(np.median(equivalent[single] / inscribed[single])) if single.any() else _DEFAULT_SHAPE_RATIO
     estimates = np.where(single, equivalent, inscribed * ratio)
@@ -120,8 +161,8 @@ def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> np.ndarray:
     border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
     # the hole each object pixel touches (the largest id among its neighbours), to find the objects around a hole
     touching = np.where(labels > 0, ndi.grey_dilation(holes, size=3), 0)
-    low = ndi.minimum(labels, touching, index)
-    high = ndi.maximum(labels, touching, index)
+    low = _label_reduce(np.minimum, labels, touching, index)
+    high = _label_reduce(np.maximum, labels, touching, index)
     size = ndi.sum_labels(np.ones_like(holes), holes, index)
     fill = (np.asarray(low) == np.asarray(high)) & (np.asarray(high) > 0) & (size <= max_area)
     fill[border[border > 0] - 1] = False

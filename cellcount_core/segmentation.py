@@ -2,6 +2,8 @@
 
 image -> probability (:func:`cellcount_core.inference.predict_probability`) -> threshold
 (:func:`cellcount_core.thresholds.apply_threshold`) -> labels (:func:`cellcount_core.postprocess.labels_from_mask`).
+Maps larger than :data:`cellcount_core.large_images.LARGE_IMAGE_PIXELS` are thresholded and post-processed block
+by block (:func:`cellcount_core.large_images.labels_in_blocks`), with the same cells in bounded memory.
 Torch is imported only when :func:`segment_image` runs a network.
 """
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundled import resolve_model
+from .large_images import is_large, labels_in_blocks
 from .model_files import read_card
 from .postprocess import estimate_diameter, labels_from_mask
 from .thresholds import apply_threshold
@@ -77,8 +80,15 @@ def labels_from_probability(
     Returns
     -------
     SegmentationResult
-        Without ``probability`` (the caller has it).
+        Without ``probability`` (the caller has it). Above ``LARGE_IMAGE_PIXELS`` pixels the objects are those
+        of a whole-image run, numbered in another order, and an adaptive threshold is averaged over blocks.
     """
+    if is_large(np.shape(probability)):
+        found = labels_in_blocks(probability, threshold_method=threshold_method, threshold_value=threshold_value,
+                                 block_size=block_size, offset=offset, diameter=diameter, min_size=min_size,
+                                 fill_holes=fill_holes, split_touching=split_touching, exclude_border=exclude_border)
+        return SegmentationResult(labels=found.labels, mask=found.mask, threshold=found.threshold,
+                                  diameter=found.diameter, count=int(found.labels.max()))
     mask, threshold = apply_threshold(probability, threshold_method, value=threshold_value,
                                       block_size=block_size, offset=offset)
     given = diameter is not None

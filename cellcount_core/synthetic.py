@@ -15,8 +15,9 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
 
-__all__ = ["SyntheticCells", "synthetic_cells", "synthetic_dataset"]
+__all__ = ["SyntheticCells", "ideal_probability", "synthetic_cells", "synthetic_dataset"]
 
 _DTYPES = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}
 # A touching cell must keep at least this fraction of its own area visible (the rest is hidden under its
@@ -296,3 +297,31 @@ def synthetic_dataset(
         image_seed = int(rng.integers(2**31))
         yield synthetic_cells(n_cells=n_cells, diameter=(low, min(1.5 * low, diameter_range[1])), seed=image_seed,
                               **kwargs)
+
+
+def ideal_probability(labels: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """The probability map a perfect segmentation network would give for known labels.
+
+    The cells' mask, with the pixels where two cells touch set to background (as networks trained with border
+    weights learn to do), smoothed by a Gaussian of `sigma` pixels.
+
+    Parameters
+    ----------
+    labels : (H, W) array of int
+        Instance labels, 0 background.
+    sigma : float
+        Standard deviation of the smoothing in pixels (0 for none).
+
+    Returns
+    -------
+    (H, W) float32 array within 0..1
+    """
+    labels = np.asarray(labels)
+    cells = labels > 0
+    highest_neighbour = ndi.grey_dilation(labels, size=3)
+    lowest_cell_neighbour = ndi.grey_erosion(np.where(cells, labels, labels.max() + 1), size=3)
+    inside = cells & (highest_neighbour == labels) & (lowest_cell_neighbour == labels)
+    probability = inside.astype(np.float32)
+    if sigma > 0:
+        probability = ndi.gaussian_filter(probability, sigma)
+    return np.clip(probability, 0.0, 1.0, out=probability)

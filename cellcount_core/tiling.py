@@ -8,7 +8,9 @@ example BatchNorm in eval mode, but not GroupNorm) therefore gives the same stit
 whole padded image, to float tolerance.
 
 Outputs are written into one preallocated array as batches come back, so memory is bounded by the output plus
-one batch of tiles, however large the image.
+two batches of tiles, however large the image. The tile function may return its result lazily (any object that
+``numpy.asarray`` turns into the output, such as a GPU result still being copied back): each batch's result is
+read only after the next batch has been handed over, so the next batch's tiles are cut while the device works.
 """
 
 import math
@@ -173,10 +175,11 @@ def iter_tile_outputs(fn, image, plan, batch_size=4, progress=False):
     Parameters
     ----------
     fn : callable
-        ``fn(batch)`` takes a float32 N x C x h x w array and returns an N x 1 x h x w array. The batch buffer
-        is reused, so `fn` must not keep a reference to it.
+        ``fn(batch)`` takes a float32 N x C x h x w array and returns an N x 1 x h x w array, or an object that
+        ``numpy.asarray`` turns into one (read after the next batch has been passed to `fn`). Two batch buffers
+        are used in turn, so `fn` must not keep a reference to a batch beyond the next call.
     image : numpy.ndarray
-        C x H x W image.
+        C x H x W image, any real dtype (tiles are cast to float32).
     plan : TilePlan
         From `plan_tiles` for this image's (H, W).
     batch_size : int
@@ -189,7 +192,7 @@ def iter_tile_outputs(fn, image, plan, batch_size=4, progress=False):
     dest : tuple of slice
         Image region (rows, columns) the values belong to.
     values : numpy.ndarray
-        float32 array of that region's shape.
+        float32 array of that region's shape; valid until the next value is requested (copy it to keep it).
 
     Raises
     ------
@@ -204,22 +207,35 @@ def iter_tile_outputs(fn, image, plan, batch_size=4, progress=False):
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
     tile_h, tile_w = plan.tile_shape
-    buffer = np.empty((min(batch_size, len(plan.tiles)), image.shape[0], tile_h, tile_w), np.float32)
+    buffers = np.empty((2, min(batch_size, len(plan.tiles)), image.shape[0], tile_h, tile_w), np.float32)
+    pending = None
     with tqdm(total=len(plan.tiles), desc="tiles", unit="tile", disable=not progress) as bar:
-        for first in range(0, len(plan.tiles), batch_size):
+        for number, first in enumerate(range(0, len(plan.tiles), batch_size)):
             batch_tiles = plan.tiles[first : first + batch_size]
-            batch = buffer[: len(batch_tiles)]
+            batch = buffers[number % 2, : len(batch_tiles)]
             for tile, slot in zip(batch_tiles, batch):
                 extract_tile(image, plan, tile, out=slot)
-            result = np.asarray(fn(batch))
-            if result.shape != (len(batch_tiles), 1, tile_h, tile_w):
-                raise ValueError(
-                    f"the tile function returned shape {result.shape} for a batch of shape {batch.shape}; "
-                    f"it must return {(len(batch_tiles), 1, tile_h, tile_w)}."
-                )
-            for tile, values in zip(batch_tiles, result[:, 0]):
-                yield tile.dest, values[tile.keep].astype(np.float32, copy=False)
-            bar.update(len(batch_tiles))
+            submitted = (batch_tiles, fn(batch))
+            if pending is not None:
+                yield from _kept_outputs(*pending, plan)
+                bar.update(len(pending[0]))
+            pending = submitted
+        if pending is not None:
+            yield from _kept_outputs(*pending, plan)
+            bar.update(len(pending[0]))
+
+
+def _kept_outputs(batch_tiles, result, plan):
+    """Yield (dest, kept values) of each tile of one batch's result, after checking its shape."""
+    result = np.asarray(result)
+    expected = (len(batch_tiles), 1) + tuple(plan.tile_shape)
+    if result.shape != expected:
+        raise ValueError(
+            f"the tile function returned shape {result.shape} for a batch of {len(batch_tiles)} tiles of "
+            f"{plan.tile_shape}; it must return {expected}."
+        )
+    for tile, values in zip(batch_tiles, result[:, 0]):
+        yield tile.dest, values[tile.keep].astype(np.float32, copy=False)
 
 
 def stitch(fn, image, plan, batch_size=4, progress=False):

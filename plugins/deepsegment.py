@@ -6,8 +6,13 @@ DeepSegment
 on a grayscale or colour image and produces a probability image: each pixel's probability, 0 to 1, of
 belonging to a cell. Follow it with **DeepThreshold** to turn the probability image into objects.
 
-Images of any size are processed in overlapping tiles whose stitched result matches a whole-image run.
-The model is loaded once per process and kept in memory for the following images.
+Images of any size are processed in overlapping tiles whose stitched result matches a whole-image run;
+beside the image and the probability image, memory holds only a few tiles. The model is loaded once per
+process and kept in memory for the following images.
+
+On a GPU, tiles run in bf16 (or fp16) and the cached GPU memory is released after each image. Several
+CellProfiler workers can share one GPU: set the environment variable ``CELLCOUNT_GPU_MEMORY_FRACTION`` to
+each process's share of the GPU memory before starting CellProfiler (for example 0.25 for four workers).
 
 Measurements made by this module
 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^

@@ -1,0 +1,1 @@
+"""Speed, memory and accuracy benchmarks; run each as ``python -m benchmarks.NAME`` (results in BENCHMARKS.md)."""

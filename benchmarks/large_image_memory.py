@@ -1,0 +1,129 @@
+"""Peak memory, time and count error for square 16-bit images of 2k, 5k and 10k pixels a side.
+
+    python -m benchmarks.large_image_memory [--sides 2000 5000 10000] [--whole-up-to 5000]
+
+Each measurement runs in a fresh process, which reports its peak resident memory (``ru_maxrss``: Python,
+torch and CellProfiler included) and, on a GPU, its peak GPU memory:
+
+- ``cellprofiler``: DeepSegment + DeepThreshold (defaults, Model default threshold) through CellProfiler's
+  Workspace on the image as CellProfiler holds it (float32).
+- ``cellcount count``: what ``cellcount count IMAGE`` runs (segmenter, post-processing, counting network).
+- ``post-processing``: DeepThreshold's core alone (``labels_from_probability``) on the ideal probability map,
+  in blocks (the default above 2048 x 2048) and, up to ``--whole-up-to``, on the whole image for comparison.
+
+Without installed bundled models the networks are c_resunet and density_counter with random weights (their
+time and memory do not depend on the weights), and the post-processing is given the ideal probability map of
+the true cells, so counts measure the post-processing with a perfect network.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.common import bundled_or, describe, machine, report, run_child, save, synthetic, table
+
+ME = "benchmarks.large_image_memory"
+
+
+def gpu_peak_gb():
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
+def child_cellprofiler(side):
+    import tifffile
+
+    from benchmarks.deep_vs_classical import deep
+    from cellcount_cellprofiler.pipeline_builder import start_cellprofiler
+
+    start_cellprofiler()
+    paths = synthetic(side)
+    label, model = bundled_or("segmenter", "c_resunet")
+    ideal = None if label.startswith("bundled") else paths["ideal"]
+    segment_s, threshold_s, count = deep(tifffile.imread(paths["image"]), model, ideal, 512)
+    report(seconds=segment_s + threshold_s, detail=f"DeepSegment {segment_s:.0f} s, DeepThreshold {threshold_s:.0f} s",
+           count=int(count), model=label, gpu_peak_gb=gpu_peak_gb())
+
+
+def child_count(side):
+    from cellcount_core.batch_count import count_files
+    from cellcount_core.image_io import read_image
+    from cellcount_core.inference import predict_count, predict_probability
+    from cellcount_core.segmentation import labels_from_probability
+
+    paths = synthetic(side)
+    segmenter, segmenter_path = bundled_or("segmenter", "c_resunet")
+    counter, counter_path = bundled_or("counter", "density_counter")
+    start = time.perf_counter()
+    if segmenter.startswith("bundled"):
+        [row] = count_files([paths["image"]], segmenter=segmenter_path, counter=counter_path, progress=False)
+        count, detail = row["count"], f"regression count {row['regression_count']}"
+    else:  # count_files' three steps, the post-processing on the ideal map
+        image = read_image(paths["image"])
+        network = predict_probability(image, segmenter_path)
+        network[...] = np.load(paths["ideal"], mmap_mode="r")
+        count = labels_from_probability(network, threshold_value=0.5).count
+        predict_count(image, counter_path)
+        detail = f"counter {counter}"
+    report(seconds=time.perf_counter() - start, count=int(count), model=segmenter, detail=detail,
+           gpu_peak_gb=gpu_peak_gb())
+
+
+def child_post(side, mode):
+    from cellcount_core import large_images
+    from cellcount_core.segmentation import labels_from_probability
+
+    probability = np.load(synthetic(side)["ideal"])
+    if mode == "whole":
+        large_images.LARGE_IMAGE_PIXELS = probability.size
+    start = time.perf_counter()
+    count = labels_from_probability(probability, threshold_value=0.5).count
+    report(seconds=time.perf_counter() - start, count=int(count), model="ideal map", detail=mode,
+           gpu_peak_gb="n/a (CPU only)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sides", type=int, nargs="+", default=[2000, 5000, 10000])
+    parser.add_argument("--whole-up-to", type=int, default=5000,
+                        help="largest side also post-processed on the whole image (about 40 bytes per pixel)")
+    args = parser.parse_args(argv)
+    info = machine()
+    rows = []
+    for side in args.sides:
+        truth = json.loads(synthetic(side)["truth"].read_text())["count"]
+        runs = [("post-processing (blocks)", ("post", side, "blocks"))]
+        if side <= args.whole_up_to:
+            runs.append(("post-processing (whole image)", ("post", side, "whole")))
+        runs += [("cellprofiler", ("cellprofiler", side)), ("cellcount count", ("count", side))]
+        for name, child_args in runs:
+            load = os.getloadavg()[0]
+            result = run_child(ME, *child_args)
+            rows.append({
+                "image": f"{side}x{side}", "path": name, "model": result["model"],
+                "seconds": round(result["seconds"], 1),
+                "s/MP": round(result["seconds"] / (side * side / 1e6), 2),
+                "peak RSS GB": round(result["peak_rss_mb"] / 1024, 2),
+                "GPU peak GB": result.get("gpu_peak_gb") or "not measured (no GPU)",
+                "cells": truth, "count": result["count"],
+                "error %": round(100 * (result["count"] - truth) / truth, 2),
+                "detail": result["detail"], "load (1 min) before": round(load, 2),
+            })
+            print(rows[-1], flush=True)
+    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    save("large_image_memory", {"machine": info, "rows": rows})
+    print(f"\n{describe(info)}; load at the end {info['load_average_end']}\n")
+    print(table(rows, list(rows[0])))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("cellprofiler", "count", "post"):
+        {"cellprofiler": child_cellprofiler, "count": child_count, "post": child_post}[sys.argv[1]](
+            int(sys.argv[2]), *sys.argv[3:])
+    else:
+        main()
