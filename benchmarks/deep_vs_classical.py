@@ -18,24 +18,8 @@ import time
 
 import numpy as np
 
+from cellcount_cellprofiler.workspace import single_image_workspace
 from benchmarks.common import bundled_or, describe, machine, save, synthetic, table
-
-
-def workspace(module, images):
-    """A one-image-set Workspace holding ``images`` ({name: array}) for ``module``."""
-    from cellprofiler_core.image import Image, ImageSetList
-    from cellprofiler_core.measurement import Measurements
-    from cellprofiler_core.object import ObjectSet
-    from cellprofiler_core.pipeline import Pipeline
-    from cellprofiler_core.workspace import Workspace
-
-    image_set_list = ImageSetList()
-    image_set = image_set_list.get_image_set(0)
-    for name, pixels in images.items():
-        image_set.add(name, Image(pixels))
-    pipeline = Pipeline()
-    pipeline.add_module(module)
-    return Workspace(pipeline, module, image_set, ObjectSet(), Measurements(), image_set_list)
 
 
 def timed(module, space):
@@ -50,7 +34,7 @@ def classical(image):
 
     module = classical_module()
     module.set_module_num(1)
-    space = workspace(module, {"DNA": image})
+    space = single_image_workspace(module, {"DNA": image})
     seconds = timed(module, space)
     return seconds, int(space.measurements.get_current_image_measurement("Count_Nuclei"))
 
@@ -71,7 +55,7 @@ def deep(image, model_path, ideal, tile_size):
     threshold = new_module("DeepThreshold", x_name="DeepProbability", y_name="DeepNuclei")
     for number, module in enumerate((segment, threshold), start=1):
         module.set_module_num(number)
-    space = workspace(segment, {"DNA": image})
+    space = single_image_workspace(segment, {"DNA": image})
     del image
     segment_seconds = timed(segment, space)
     if ideal is not None:

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from cellcount_cellprofiler.workspace import single_image_workspace
+
 pytestmark = pytest.mark.cellprofiler
 
 
@@ -20,23 +22,6 @@ def use_custom_model(module, weights_path):
     module.model_file.value = weights_path.name
 
 
-def make_workspace(module, images):
-    """A one-image-set Workspace holding ``images`` ({name: array}) for ``module``."""
-    from cellprofiler_core.image import Image, ImageSetList
-    from cellprofiler_core.measurement import Measurements
-    from cellprofiler_core.object import ObjectSet
-    from cellprofiler_core.pipeline import Pipeline
-    from cellprofiler_core.workspace import Workspace
-
-    image_set_list = ImageSetList()
-    image_set = image_set_list.get_image_set(0)
-    for name, pixels in images.items():
-        image_set.add(name, Image(pixels))
-    pipeline = Pipeline()
-    pipeline.add_module(module)
-    return Workspace(pipeline, module, image_set, ObjectSet(), Measurements(), image_set_list)
-
-
 def test_plugins_register_under_their_names(cellprofiler):
     from cellprofiler_core.utilities.core.modules import get_module_names
 
@@ -48,7 +33,7 @@ def test_deepsegment_writes_probability_image_and_model_threshold(cellprofiler, 
     use_custom_model(module, tiny_segmenter)
     module.validate_module(None)
     pixels = np.random.default_rng(0).random((70, 90)).astype(np.float32)
-    workspace = make_workspace(module, {"DNA": pixels})
+    workspace = single_image_workspace(module, {"DNA": pixels})
     module.run(workspace)
     probability = workspace.image_set.get_image("Probability").pixel_data
     assert probability.shape == (70, 90) and probability.dtype == np.float32
@@ -90,7 +75,7 @@ def test_deepthreshold_makes_objects_and_threshold_measurement(cellprofiler):
     probability = (cells.labels > 0).astype(np.float32) * 0.9 + 0.05
     module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)",
                          wants_binary_image=True)
-    workspace = make_workspace(module, {"Probability": probability})
+    workspace = single_image_workspace(module, {"Probability": probability})
     module.run(workspace)
     measurements = workspace.measurements
     assert measurements.get_current_image_measurement("Count_Cells") == cells.count
@@ -108,7 +93,7 @@ def test_deepthreshold_model_default_uses_deepsegment_measurement(cellprofiler):
     probability = np.full((64, 64), 0.3, np.float32)
     probability[20:40, 20:40] = 0.35
     module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells")
-    workspace = make_workspace(module, {"Probability": probability})
+    workspace = single_image_workspace(module, {"Probability": probability})
     with pytest.raises(ValueError, match="DeepSegment"):
         module.run(workspace)
     workspace.measurements.add_image_measurement("DeepSegment_ModelThreshold_Probability", 0.32)
@@ -124,7 +109,7 @@ def test_deepthreshold_discards_objects_outside_the_diameter_range(cellprofiler)
     module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)",
                          exclude_size=True, size_range=(10, 40), split_touching=False,
                          diameter_mode="Manual", diameter=16)
-    workspace = make_workspace(module, {"Probability": probability})
+    workspace = single_image_workspace(module, {"Probability": probability})
     module.run(workspace)
     assert workspace.measurements.get_current_image_measurement("Count_Cells") == 1
 
@@ -132,7 +117,8 @@ def test_deepthreshold_discards_objects_outside_the_diameter_range(cellprofiler)
 def test_deepcount_writes_count_measurement(cellprofiler, tiny_counter):
     module = instantiate("DeepCount", x_name="DNA", count_name="Cells")
     use_custom_model(module, tiny_counter)
-    workspace = make_workspace(module, {"DNA": np.random.default_rng(1).random((64, 80)).astype(np.float32)})
+    pixels = np.random.default_rng(1).random((64, 80)).astype(np.float32)
+    workspace = single_image_workspace(module, {"DNA": pixels})
     module.run(workspace)
     count = workspace.measurements.get_current_image_measurement("DeepCount_Cells")
     assert np.isfinite(count) and count >= 0
