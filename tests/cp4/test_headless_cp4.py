@@ -45,13 +45,15 @@ def library_counts(bundled_models, synthetic_images):
 
 
 def check_deep_counts(row, true, library):
-    """The deep counts equal the library's (a CellProfiler 4.2.8 matter), then lie near the truth (a model matter)."""
+    """The deep counts equal the library's (a CellProfiler 4.2.8 matter); the objects lie near the truth.
+
+    The bundled counter's accuracy is a model matter, checked on real data in tests/test_bundled_models.py.
+    """
     objects, regression = library
     assert abs(float(row["Count_DeepNuclei"]) - objects) <= 1, (row, "library gives", objects)
     assert float(row["DeepCount_Nuclei"]) == pytest.approx(regression, rel=1e-3), (row, "library gives", regression)
     model_says = f"{row['FileName_DNA']}: the bundled model gives %s for {true} cells in the library as well"
     assert relative_error(row["Count_DeepNuclei"], true) < 0.15, model_says % row["Count_DeepNuclei"]
-    assert relative_error(row["DeepCount_Nuclei"], true) < 0.15, model_says % row["DeepCount_Nuclei"]
 
 
 def test_a_4_2_8_built_pipeline_runs_with_custom_model_files(cp4, synthetic_images, tiny_segmenter, tiny_counter,
