@@ -136,7 +136,8 @@ def perfect_models(monkeypatch, tiny_segmenter, tiny_counter, tmp_path):
     card_path.write_text(json.dumps(card))
     monkeypatch.setattr(inference, "predict_probability", lambda image, *a, **k: (image > 0).astype(np.float32))
     monkeypatch.setattr(inference, "predict_count", lambda mask, *a, **k: float(ndi.label(mask)[1] + 1))
-    return Models(segmenter=tiny_segmenter, counter=counter, baselines=("classical",))
+    return Models(segmenter=tiny_segmenter, counter=counter, baselines=("classical",),
+                  counter_masks=("model default", "otsu"))
 
 
 def test_perfect_model_gets_perfect_scores_and_known_count_errors(perfect_models, tmp_path):
@@ -151,10 +152,11 @@ def test_perfect_model_gets_perfect_scores_and_known_count_errors(perfect_models
     segmenter = overall["seg:tiny-segmenter"]
     assert segmenter["mae"] == 0 and segmenter["mape"] == 0
     assert segmenter["f1"] == 1.0 and segmenter["accuracy"] == 1.0 and segmenter["tp"] == true.sum()
-    counter = overall["count:tiny-counter"]
-    assert counter["mae"] == 1.0 and counter["medae"] == 1.0
-    assert counter["mpe"] == pytest.approx(np.mean(100.0 / true), abs=1e-3)
-    assert "f1" not in counter
+    for mask in ("model default", "otsu"):  # both masks are the true mask here
+        counter = overall[f"count:tiny-counter@{mask}"]
+        assert counter["mae"] == 1.0 and counter["medae"] == 1.0
+        assert counter["mpe"] == pytest.approx(np.mean(100.0 / true), abs=1e-3)
+        assert "f1" not in counter
     assert overall["classical"]["f1"] == 1.0 and overall["classical"]["mae"] == 0
     assert curve.f1 == pytest.approx([1.0, 1.0, 1.0])
 

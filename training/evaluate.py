@@ -63,8 +63,9 @@ class Models:
         Model names or files (None to leave one out).
     baselines : sequence of str
         Names from :data:`training.baseline.BASELINES`.
-    counter_mask : str
-        Threshold method (:data:`COUNTER_MASKS`) of the segmenter's mask that a mask-input counter counts.
+    counter_masks : sequence of str
+        Threshold methods (:data:`COUNTER_MASKS`) of the segmenter's masks that a mask-input counter counts, one
+        method column ``count:<name>@<threshold>`` each.
     device, tile_size, batch_size : as in :func:`cellcount_core.inference.predict_probability`.
     diameter : float or None
         Cell diameter for the post-processing and the baselines; estimated per image when None.
@@ -73,7 +74,7 @@ class Models:
     segmenter: str | Path | None = "default"
     counter: str | Path | None = None
     baselines: Sequence[str] = ("classical",)
-    counter_mask: str = "model default"
+    counter_masks: Sequence[str] = ("model default",)
     device: str = "Auto"
     tile_size: int = 512
     batch_size: int = 4
@@ -97,8 +98,10 @@ class Models:
         counter = self.cards.get("counter")
         if counter and counter[1].input == "mask" and "segmenter" not in self.cards:
             raise ValueError(f"Counter {counter[1].name} counts masks; give a --segmenter to make them.")
-        if self.counter_mask not in COUNTER_MASKS:
-            raise ValueError(f"counter_mask must be one of {', '.join(COUNTER_MASKS)}, got {self.counter_mask!r}")
+        unknown = [name for name in self.counter_masks if name not in COUNTER_MASKS]
+        if unknown or not self.counter_masks:
+            raise ValueError(f"counter masks must be one or more of {', '.join(COUNTER_MASKS)}, got "
+                             f"{list(self.counter_masks)!r}")
         for name in self.baselines:
             if name not in BASELINES:
                 raise ValueError(f"Unknown baseline {name!r}; choose from {', '.join(BASELINES)}.")
@@ -109,7 +112,9 @@ class Models:
         if "segmenter" in self.cards:
             names.append(f"seg:{self.cards['segmenter'][1].name}")
         if "counter" in self.cards:
-            names.append(f"count:{self.cards['counter'][1].name}")
+            card = self.cards["counter"][1]
+            names += ([f"count:{card.name}@{mask}" for mask in self.counter_masks] if card.input == "mask"
+                      else [f"count:{card.name}"])
         return names + list(self.baselines)
 
 
@@ -133,7 +138,7 @@ def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.
            "count_range": count_range(reference.count)}
     if labelled:
         row["match_radius"] = round(radius, 2)
-    curve = mask = None
+    curve, probability, masks = None, None, {}
     if "segmenter" in models.cards:
         path, card = models.cards["segmenter"]
         name = f"seg:{card.name}"
@@ -144,18 +149,19 @@ def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.
         row[f"{name}_count"] = result.count
         if labelled:
             row.update(_detections(name, reference.labels, result.labels, radius))
-        mask = result.mask
-        if models.counter_mask != "model default":
-            mask = apply_threshold(probability, models.counter_mask)[0]
+        masks["model default"] = result.mask
         if thresholds is not None and labelled:
             curve = image_detections(probability, reference.labels, thresholds, radius=radius,
                                      diameter=models.diameter)
     if "counter" in models.cards:
         path, card = models.cards["counter"]
-        counted = mask if card.input == "mask" else image
-        row[f"count:{card.name}_count"] = round(predict_count(counted, path, device=models.device,
-                                                              tile_size=models.tile_size,
-                                                              batch_size=models.batch_size), 3)
+        inputs = {f"count:{card.name}": image}
+        if card.input == "mask":
+            inputs = {f"count:{card.name}@{method}": masks[method] if method in masks
+                      else apply_threshold(probability, method)[0] for method in models.counter_masks}
+        for name, counted in inputs.items():
+            row[f"{name}_count"] = round(predict_count(counted, path, device=models.device,
+                                                       tile_size=models.tile_size, batch_size=models.batch_size), 3)
     for name in models.baselines:
         result = baseline_labels(image, name, diameter=models.diameter)
         row[f"{name}_count"] = result.count
@@ -297,7 +303,7 @@ def write_outputs(rows: list[dict], curve: DetectionCurve | None, models: Models
     summary = {"title": title, "command": command, "dataset": dataset, "images": len(rows),
                "models": {role: {"path": str(path), "name": card.name, "default_threshold": card.default_threshold}
                           for role, (path, card) in models.cards.items()},
-               "baselines": list(models.baselines), "counter_mask": models.counter_mask, "tables": tables}
+               "baselines": list(models.baselines), "counter_masks": list(models.counter_masks), "tables": tables}
     if curve is not None:
         choices = {**threshold_choices(curve), "model default": default_threshold}
         write_curve(curve, choices, out_dir, f"{title}: F1 against threshold")
@@ -318,8 +324,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the bundled default segmenter)")
     parser.add_argument("--counter", default="none", help="counter name or file, 'default' for the bundled "
                         "counter, or 'none' (default)")
-    parser.add_argument("--counter-mask", choices=COUNTER_MASKS, default="model default",
-                        help="threshold of the mask a mask-input counter counts (default %(default)s)")
+    parser.add_argument("--counter-mask", nargs="+", choices=COUNTER_MASKS, default=["model default"],
+                        help="thresholds of the segmenter masks a mask-input counter counts, one result column "
+                             "each (default: model default)")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=["classical"],
                         help="classical baselines to run too (default: classical)")
     add_dataset_arguments(parser)
@@ -337,7 +344,7 @@ def _model_option(value: str):
 def run(args: argparse.Namespace) -> str:
     """Run ``evaluate`` and write its outputs; return a one-paragraph summary."""
     models = Models(segmenter=_model_option(args.segmenter), counter=_model_option(args.counter),
-                    baselines=tuple(args.baselines), counter_mask=args.counter_mask, device=args.device,
+                    baselines=tuple(args.baselines), counter_masks=tuple(args.counter_mask), device=args.device,
                     tile_size=args.tile_size, batch_size=args.batch_size, diameter=args.diameter)
     models.load_cards()
     split = args.split or default_split(args.dataset)
