@@ -149,11 +149,12 @@ def test_label_centroids_equal_scipy_center_of_mass(monkeypatch):
 def test_deepthreshold_measures_like_cellprofiler(cellprofiler):
     """DeepThreshold's bounded-memory measurements equal those of CellProfiler's ImageSegmentation."""
     from cellprofiler_core.module.image_segmentation import ImageSegmentation
-    from test_plugins import instantiate, make_workspace
+    from cellcount_cellprofiler.workspace import single_image_workspace
+    from test_plugins import instantiate
 
     cells = synthetic_cells((300, 260), n_cells=40, seed=4)
     module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)")
-    workspace = make_workspace(module, {"Probability": ideal_probability(cells.labels)})
+    workspace = single_image_workspace(module, {"Probability": ideal_probability(cells.labels)})
     module.run(workspace)
     ours = {f: workspace.measurements.get_current_measurement("Cells", f) for f in
             ("Location_Center_X", "Location_Center_Y", "Location_Center_Z", "Number_Object_Number")}
@@ -166,11 +167,12 @@ def test_deepthreshold_measures_like_cellprofiler(cellprofiler):
 
 @pytest.mark.cellprofiler
 def test_deepthreshold_counts_a_large_image_in_blocks(cellprofiler, sparse, small_blocks):
-    from test_plugins import instantiate, make_workspace
+    from cellcount_cellprofiler.workspace import single_image_workspace
+    from test_plugins import instantiate
 
     cells, probability = sparse
     module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)")
-    workspace = make_workspace(module, {"Probability": probability})
+    workspace = single_image_workspace(module, {"Probability": probability})
     module.run(workspace)
     assert workspace.measurements.get_current_image_measurement("Count_Cells") == cells.count
     assert len(workspace.measurements.get_current_measurement("Cells", "Location_Center_X")) == cells.count
