@@ -97,10 +97,29 @@ def test_train_segmenter_writes_checkpoint_metrics_and_model_then_resumes(pairs,
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "curves.png").is_file()
 
 
+def test_init_from_starts_at_a_model_and_refuses_another_architecture(pairs, tmp_path):
+    main(_command("train-segmenter", pairs, tmp_path / "first", 1, "--architecture", "small_unet"))
+    start, _ = load_model(tmp_path / "first" / "tiny")
+    main(_command("train-segmenter", pairs, tmp_path / "second", 1, "--architecture", "small_unet", "--lr", "0",
+                  "--init-from", str(tmp_path / "first" / "tiny")))
+    continued, card = load_model(tmp_path / "second" / "tiny")
+    kernels = [name for name, tensor in start.state_dict().items() if tensor.dim() == 4]
+    assert kernels
+    for name in kernels:  # lr 0: the convolutions keep the weights it started from (BatchNorm statistics move)
+        torch.testing.assert_close(continued.state_dict()[name], start.state_dict()[name])
+    assert "--init-from" in card.training["command"]
+    with pytest.raises(ValueError, match="same --architecture and --param"):
+        main(_command("train-segmenter", pairs, tmp_path / "third", 1, "--architecture", "c_resunet",
+                      "--init-from", str(tmp_path / "first" / "tiny")))
+
+
 def test_train_counter_density_and_mask_regressor(pairs, tmp_path):
-    main(_command("train-counter", pairs, tmp_path / "density", 1, "--architecture", "density_counter"))
+    command = _command("train-counter", pairs, tmp_path / "density", 1, "--architecture", "density_counter")
+    main([item for item in command if item != "--no-score"])
     model, card = load_model(tmp_path / "density" / "tiny")
     assert card.kind == "counter" and card.input == "image" and card.input_size is None
+    scores = card.metrics["validation"]["pairs"]["count"]["overall"]  # scored on the whole validation images
+    assert scores["images"] >= 1 and scores["mape"] >= 0
     dcc = ["train-counter", "--data", pairs, "--validation-fraction", "0.5", "--out", str(tmp_path / "dcc"),
            "--name", "tiny", "--architecture", "dcc_counter", "--input", "mask", "--param", "input_size=[32, 32]",
            "--param", "dense_units=16", "--epochs", "1", "--no-score"]

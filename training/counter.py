@@ -2,8 +2,8 @@
 
 - ``density_counter`` (input ``"image"``): a fully convolutional network regresses a density map whose sum is the
   count, trained on random crops; it works on any image size. Targets spread each cell's unit mass over its
-  pixels (instance labels), or, where labels merge touching cells (BBBC005), the known count uniformly over the
-  foreground.
+  pixels (instance labels, derived for BBBC005 by :mod:`training.instances`), or, where the objects do not
+  match the known count, that count uniformly over the foreground.
 - ``dcc_counter`` (input ``"mask"``): DeepCellCount's regressor on whole masks resized to its fixed input size.
   With ``--segmenter`` the masks are the segmenter's thresholded output, as in the paper; otherwise the true masks.
 """
@@ -19,15 +19,15 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from cellcount_core.model_files import ModelCard, save_model
-from cellcount_core.networks import create_model
 from cellcount_core.normalization import normalize_percentile
 
 from .augment import Augmenter, flip_rotate
 from .crops import CropDataset, Record, batches, fixed_crops
 from .datasets import Sample, read_image, read_labels
+from .instances import read_instances
 from .loop import seed_everything, train
 from .losses import count_loss, density_loss
-from .options import (add_data_arguments, add_loop_arguments, loop_config, parse_params, read_split,
+from .options import (add_data_arguments, add_loop_arguments, build_model, loop_config, read_split,
                       training_record)
 from .segmenter import NORMALIZATION
 from .validation import write_validation_metrics
@@ -65,7 +65,7 @@ def load_density_records(samples: list[Sample], desc: str = "loading") -> list[R
             continue
         key = (sample.target_path, sample.count)
         if key not in cache:
-            labels = read_labels(sample.target_path)
+            labels = read_instances(sample)
             cache[key] = {"density": density_target(labels, _true_count(sample, labels))}
         image = normalize_percentile(read_image(sample.image_path), NORMALIZATION["low"], NORMALIZATION["high"])
         records.append(Record(sample.id, image.astype(np.float16), cache[key]))
@@ -187,8 +187,7 @@ def run(args: argparse.Namespace):
     """Train a counter as the options say; write ``OUT/NAME.{safetensors,json}`` and return the weights path."""
     seed_everything(args.seed)
     train_samples, validation_samples = read_split(args)
-    params = parse_params(args.param)
-    model = create_model(args.architecture, **params)
+    model, params = build_model(args)
     input_size = getattr(model, "input_size", None)
     if (args.input == "mask") != (input_size is not None):
         raise ValueError(f"--input {args.input} does not fit architecture {args.architecture!r}: use a fixed-size "
@@ -203,7 +202,8 @@ def run(args: argparse.Namespace):
     else:
         records = load_density_records(train_samples, desc="training images")
         validation = load_density_records(validation_samples, desc="validation images")
-        init_density_bias(model, float(np.mean([r.targets["density"].mean() for r in records])))
+        if args.init_from is None:
+            init_density_bias(model, float(np.mean([r.targets["density"].mean() for r in records])))
         crop = args.crop_size - args.crop_size % model.size_divisor
         dataset = CropDataset(records, Augmenter(crop_size=crop, elastic_p=0.0), args.crops_per_image, seed=args.seed)
 

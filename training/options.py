@@ -53,10 +53,31 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, lr: float, batch_size
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--init-from", type=Path, metavar="MODEL",
+                        help="start from this model file's weights (same architecture and parameters)")
     parser.add_argument("--no-score", action="store_true",
                         help="skip scoring the saved model on the whole validation images")
     parser.add_argument("--limit", type=int, default=None,
                         help="use at most this many training and validation images per source (quick trials)")
+
+
+def build_model(args: argparse.Namespace):
+    """The network named by ``--architecture``/``--param``, with ``--init-from``'s weights when given.
+
+    Returns ``(model, params)``.
+    """
+    from cellcount_core.model_files import load_model
+    from cellcount_core.networks import create_model
+
+    params = parse_params(args.param)
+    model = create_model(args.architecture, **params)
+    if args.init_from is not None:
+        start, card = load_model(args.init_from)
+        if card.architecture != args.architecture or card.params != params:
+            raise ValueError(f"--init-from {args.init_from} is a {card.architecture} with {card.params}, but this run "
+                             f"trains a {args.architecture} with {params}; pass the same --architecture and --param.")
+        model.load_state_dict(start.state_dict())
+    return model, params
 
 
 def loop_config(args: argparse.Namespace, monitor: str = "val_loss") -> TrainConfig:

@@ -9,15 +9,15 @@ import numpy as np
 from tqdm import tqdm
 
 from cellcount_core.model_files import ModelCard, save_model
-from cellcount_core.networks import create_model
 from cellcount_core.normalization import normalize_percentile
 
 from .augment import Augmenter
 from .crops import CropDataset, Record, batches, fixed_crops, read_oversampling
-from .datasets import Sample, read_image, read_labels
+from .datasets import Sample, read_image
+from .instances import read_instances, separate_touching
 from .loop import seed_everything, train
 from .losses import segmentation_loss
-from .options import (add_data_arguments, add_loop_arguments, loop_config, parse_params, read_split,
+from .options import (add_data_arguments, add_loop_arguments, build_model, loop_config, read_split,
                       training_record)
 from .validation import write_validation_metrics
 from .weight_maps import weight_map
@@ -25,14 +25,21 @@ from .weight_maps import weight_map
 NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
 
-def load_records(samples: list[Sample], w0: float = 5.0, sigma: float = 3.0, desc: str = "loading") -> list[Record]:
-    """Read and normalize images with their 0/1 ``mask`` and ``weight`` map (a shared mask is computed once)."""
+def load_records(samples: list[Sample], w0: float = 5.0, sigma: float = 3.0, contact_gaps: bool = True,
+                 desc: str = "loading") -> list[Record]:
+    """Read and normalize images with their 0/1 ``mask`` and ``weight`` map (a shared mask is computed once).
+
+    With ``contact_gaps`` the pixels where two cells touch are background in the mask (see
+    :func:`training.instances.separate_touching`).
+    """
     records, cache = [], {}
     for sample in tqdm(samples, desc=desc, mininterval=5.0):
         if sample.target_path is None:
             continue
         if sample.target_path not in cache:
-            labels = read_labels(sample.target_path)
+            labels = read_instances(sample)
+            if contact_gaps:
+                labels = separate_touching(labels)
             cache[sample.target_path] = {"mask": (labels > 0).astype(np.uint8),
                                          "weight": weight_map(labels, w0=w0, sigma=sigma).astype(np.float16)}
         targets = cache[sample.target_path]
@@ -79,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops-per-image", type=int, default=12, help="crops per image and epoch (c-ResUnet: 12)")
     parser.add_argument("--w0", type=float, default=5.0, help="weight-map border weight")
     parser.add_argument("--sigma", type=float, default=3.0, help="weight-map decay length in pixels")
+    parser.add_argument("--no-contact-gaps", dest="contact_gaps", action="store_false",
+                        help="keep touching cells touching in the training masks (default: a gap between them)")
     parser.add_argument("--dice-weight", type=float, default=0.0, help="add this times the soft Dice loss")
     parser.add_argument("--oversample", type=Path, help="file of image ids to repeat (id or id,times per line)")
     parser.add_argument("--oversample-times", type=int, default=4, help="default repeats for --oversample ids")
@@ -90,10 +99,9 @@ def run(args: argparse.Namespace) -> Path:
     """Train a segmenter as the options say; write ``OUT/NAME.{safetensors,json}`` and return the model path."""
     seed_everything(args.seed)
     train_samples, validation_samples = read_split(args)
-    records = load_records(train_samples, args.w0, args.sigma, desc="training images")
-    validation = load_records(validation_samples, args.w0, args.sigma, desc="validation images")
-    params = parse_params(args.param)
-    model = create_model(args.architecture, **params)
+    records = load_records(train_samples, args.w0, args.sigma, args.contact_gaps, desc="training images")
+    validation = load_records(validation_samples, args.w0, args.sigma, args.contact_gaps, desc="validation images")
+    model, params = build_model(args)
     crop = args.crop_size - args.crop_size % model.size_divisor
     repeats = read_oversampling(args.oversample, args.oversample_times) if args.oversample else {}
     dataset = CropDataset(records, Augmenter(crop_size=crop, elastic_p=args.elastic_p),
@@ -113,6 +121,7 @@ def run(args: argparse.Namespace) -> Path:
         training={**training_record(args, train_samples, validation_samples), "best_epoch": result.best_epoch,
                   "epochs_run": len(result.history), "stop_reason": result.stop_reason,
                   "loss": f"weighted BCE (w0={args.w0}, sigma={args.sigma}, class weights 1/1.5)"
+                          + (", gaps between touching cells" if args.contact_gaps else "")
                           + (f" + {args.dice_weight} soft Dice" if args.dice_weight else "")},
         metrics={key: round(value, 5) for key, value in result.best_metrics.items() if key.startswith("val_")},
         description=args.description or f"{args.architecture} segmenter trained on {', '.join(args.data)}.",
