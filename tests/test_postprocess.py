@@ -142,3 +142,14 @@ def test_remove_objects_outside_diameter_keeps_only_the_range():
     assert kept.max() == 1 and (kept == 1).sum() == 400
     with pytest.raises(ValueError, match="diameter range"):
         remove_objects_outside_diameter(labels, 40, 10)
+
+
+def test_diameter_estimate_ignores_specks_that_outnumber_the_cells():
+    mask = np.zeros((300, 300), bool)
+    for row in range(3):
+        for column in range(4):
+            mask[disk((40 + 90 * row, 40 + 70 * column), 10)] = True
+    specks = np.random.default_rng(0).integers(0, 150, size=(200, 2)) * 2  # isolated one-pixel specks
+    mask[specks[:, 0], specks[:, 1]] = True
+    assert (ndi.label(mask)[1]) > 150
+    assert estimate_diameter(mask) == pytest.approx(20.0, rel=0.1)

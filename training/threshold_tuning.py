@@ -27,6 +27,7 @@ from cellcount_core.image_io import read_image as read_raw
 from cellcount_core.metrics import match_detections
 
 from .datasets import Sample, read_bbbc005, read_image, read_labelled_folder, read_pairs, split_samples
+from .instances import bbbc005_instances
 
 __all__ = [
     "DEFAULT_THRESHOLDS", "CHOICE_METHODS", "DATASETS", "Reference", "count_objects", "object_diameter",
@@ -60,9 +61,8 @@ class Reference:
     labels: np.ndarray | None
 
 
-#: Sources whose label files are always instance labels, and those whose masks are always binary.
+#: Sources whose label files are always instance labels.
 INSTANCE_SOURCES = ("dsb2018", "stardist")
-MASK_SOURCES = ("bbbc005",)
 
 
 def count_objects(labels: np.ndarray) -> int:
@@ -80,8 +80,9 @@ def object_diameter(labels: np.ndarray) -> float:
 def read_reference(sample: Sample) -> Reference:
     """Read the true count and, where the data has them, the true cells of a sample.
 
-    Label files of DSB2018 and the StarDist example are instance labels, BBBC005 masks are binary; in a generic
-    folder a file with more than two distinct values is instance labels, otherwise a binary mask.
+    Label files of DSB2018 and the StarDist example are instance labels; BBBC005's cells are derived from its
+    masks (:func:`training.instances.bbbc005_instances`); in a generic folder a file with more than two distinct
+    values is instance labels, otherwise a binary mask whose cells are not known.
 
     Raises
     ------
@@ -91,12 +92,13 @@ def read_reference(sample: Sample) -> Reference:
     if sample.target_path is None:
         raise ValueError(f"Sample {sample.id} ({sample.image_path}) has no mask or label image; evaluation and "
                          "threshold tuning need one beside every image.")
+    if sample.source == "bbbc005":
+        return Reference(count=sample.count, labels=bbbc005_instances(sample.target_path))
     target = read_raw(sample.target_path)
     if target.ndim != 2 or not np.issubdtype(target.dtype, np.integer) and target.dtype != bool:
         raise ValueError(f"Label image {sample.target_path} is a {target.dtype} array of shape {target.shape}; a "
                          "2-D integer mask or label image is needed.")
-    instances = sample.source in INSTANCE_SOURCES or (sample.source not in MASK_SOURCES
-                                                      and np.unique(target).size > 2)
+    instances = sample.source in INSTANCE_SOURCES or np.unique(target).size > 2
     if instances:
         labels = target.astype(np.int32)
         count = count_objects(labels)
