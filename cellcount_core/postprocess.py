@@ -20,6 +20,8 @@ __all__ = ["component_diameters", "default_min_size", "diameter_from_components"
 _CLUMP_RATIO = 1.3
 # Fallback ratio of equivalent to inscribed diameter for round-ish cells when no single cell calibrates it.
 _DEFAULT_SHAPE_RATIO = 1.1
+#: Components narrower than this (equivalent diameter, pixels) are specks, not cells, for the diameter estimate.
+SPECK_DIAMETER = 3.0
 
 
 def _check_inputs(mask, probability) -> tuple[np.ndarray, np.ndarray | None]:
@@ -51,10 +53,9 @@ def estimate_diameter(mask: np.ndarray, probability: np.ndarray | None = None) -
     inscribed disk is a single cell and gives its equivalent-circle diameter ``sqrt(4 area / pi)``; a larger
     one is a clump of touching cells and gives its inscribed diameter (twice the maximum of the distance
     transform, i.e. the size of its largest member) times the median equivalent/inscribed ratio of the single
-    cells, which corrects for elongated shapes. The result is the median over the components after dropping
-    specks smaller than half their area-weighted median; weighting by area keeps that cut-off at a cell's size
-    however many one-pixel specks a low threshold leaves (an unweighted median collapses to the specks' size when
-    they outnumber the cells).
+    cells, which corrects for elongated shapes. The result is the median over the components, after dropping
+    specks narrower than :data:`SPECK_DIAMETER` (a low threshold can leave more one-pixel specks than cells, and
+    the median would collapse to their size) and then those smaller than half the first median.
 
     Parameters
     ----------
@@ -124,15 +125,10 @@ def diameter_from_components(equivalent: np.ndarray, inscribed: np.ndarray) -> f
     single = equivalent <= _CLUMP_RATIO * inscribed
     ratio = float(np.median(equivalent[single] / inscribed[single])) if single.any() else _DEFAULT_SHAPE_RATIO
     estimates = np.where(single, equivalent, inscribed * ratio)
-    estimates = estimates[estimates >= 0.5 * weighted_median(estimates, equivalent**2)]
+    if (equivalent >= SPECK_DIAMETER).any():
+        estimates = estimates[equivalent >= SPECK_DIAMETER]
+    estimates = estimates[estimates >= 0.5 * np.median(estimates)]
     return float(np.median(estimates))
-
-
-def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """The value at which the sorted values' cumulative weight reaches half the total (the lower one on a tie)."""
-    order = np.argsort(values)
-    cumulative = np.cumsum(np.asarray(weights, dtype=float)[order])
-    return float(np.asarray(values)[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def default_min_size(diameter: float) -> int:
