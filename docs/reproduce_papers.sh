@@ -3,7 +3,9 @@
 # Every variant gets the same budget: 5 epochs x 40 steps of batch 4 (128 x 128 crops, 4 per image and epoch),
 # seed 0, widths a quarter of each architecture's default, trained on the DSB2018 training split. The threshold
 # is chosen by Kneedle on 40 training images, then each model is evaluated on the DSB2018 validation split
-# beside the classical baseline. Results: runs/repro/<variant>/eval/overall.md; table in docs/RESULTS.md.
+# beside the classical baseline. Last, DeepCellCount's regressor is trained on a segmenter's BBBC005 masks and
+# counts masks made by the simple, adaptive and Otsu thresholds.
+# Results: runs/repro/<variant>/eval/overall.md; tables in docs/RESULTS.md.
 # Usage (repository root, after make install): bash docs/reproduce_papers.sh [variant ...]
 set -euo pipefail
 . .venv/bin/activate
@@ -25,6 +27,17 @@ variant() {  # name architecture width [extra training options]
     --data $DSB --out $OUT/$name/eval > $OUT/$name.eval.log 2>&1
 }
 
+dcc_counter() {  # DeepCellCount's regressor on a segmenter's masks (BBBC005), evaluated on three thresholds
+  local segmenter=runs/seg-v1b/nuclei-segmenter
+  /usr/bin/time -f "dcc_counter trained in %e s" -a -o $OUT/times.txt \
+    python -m training train-counter --data bbbc005=../shared/data/bbbc005 --out $OUT/dcc_counter --name dcc_counter \
+    --architecture dcc_counter --input mask --segmenter $segmenter --epochs 15 --time-limit 15 --seed 0 --no-score \
+    > $OUT/dcc_counter.train.log 2>&1
+  python -m training evaluate --segmenter $segmenter --counter $OUT/dcc_counter/dcc_counter.json \
+    --counter-mask simple adaptive otsu --baselines classical --thresholds --dataset bbbc005 \
+    --data ../shared/data/bbbc005 --out $OUT/dcc_counter/eval > $OUT/dcc_counter.eval.log 2>&1
+}
+
 run() {
   case $1 in
     unet) variant unet unet 16 --no-contact-gaps ;;
@@ -33,11 +46,12 @@ run() {
     c_resunet) variant c_resunet c_resunet 4 --no-contact-gaps ;;
     c_resunet_no_weight_maps) variant c_resunet_no_weight_maps c_resunet 4 --no-contact-gaps --w0 0 ;;
     c_resunet_contact_gaps) variant c_resunet_contact_gaps c_resunet 4 ;;
+    dcc_counter) dcc_counter ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
-  set -- unet small_unet resunet c_resunet c_resunet_no_weight_maps c_resunet_contact_gaps
+  set -- unet small_unet resunet c_resunet c_resunet_no_weight_maps c_resunet_contact_gaps dcc_counter
 fi
 for name in "$@"; do run "$name"; done
