@@ -143,6 +143,19 @@ def save(name, payload):
     return path
 
 
+def finish(name, info, rows, **extra):
+    """Record the load at the end, save ``{"machine": info, **extra, "rows": rows}`` and print the table.
+
+    Each ``extra`` item is also printed under the machine line (e.g. ``Segmenter: ...``).
+    """
+    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    save(name, {"machine": info, **extra, "rows": rows})
+    notes = "".join(f"{key.replace('_', ' ').capitalize()}: {value}\n" for key, value in extra.items()
+                    if isinstance(value, str))
+    print(f"\n{describe(info)}; load at the end {info['load_average_end']}\n{notes}")
+    print(table(rows, list(rows[0])))
+
+
 def table(rows, columns):
     """Markdown table of dict rows, in the given column order."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

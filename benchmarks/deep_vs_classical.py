@@ -12,14 +12,13 @@ network's meaningless output, so that its post-processing sees real cells.
 
 import argparse
 import json
-import os
 import statistics
 import time
 
 import numpy as np
 
 from cellcount_cellprofiler.workspace import single_image_workspace
-from benchmarks.common import bundled_or, describe, machine, save, synthetic, table
+from benchmarks.common import bundled_or, finish, machine, synthetic
 
 
 def timed(module, space):
@@ -108,10 +107,7 @@ def main(argv=None):
                 row[f"deep count (tile {tile})"] = counts[tile]
             rows.append(row)
             print(row, flush=True)
-    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    save("deep_vs_classical", {"machine": info, "segmenter": label, "rows": rows})
-    print(f"\n{describe(info)}; load at the end {info['load_average_end']}\nSegmenter: {label}\n")
-    print(table(rows, list(rows[0])))
+    finish("deep_vs_classical", info, rows, segmenter=label)
 
 
 if __name__ == "__main__":

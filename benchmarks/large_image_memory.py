@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import bundled_or, describe, machine, report, run_child, save, synthetic, table
+from benchmarks.common import bundled_or, finish, machine, report, run_child, synthetic
 
 ME = "benchmarks.large_image_memory"
 
@@ -115,10 +115,7 @@ def main(argv=None):
                 "detail": result["detail"], "load (1 min) before": round(load, 2),
             })
             print(rows[-1], flush=True)
-    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    save("large_image_memory", {"machine": info, "rows": rows})
-    print(f"\n{describe(info)}; load at the end {info['load_average_end']}\n")
-    print(table(rows, list(rows[0])))
+    finish("large_image_memory", info, rows)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ choice. Batches of 4 tiles of 512 x 512, float32, after one warm-up batch per la
 """
 
 import argparse
-import os
 import time
 
-from benchmarks.common import describe, machine, model_files, save, table
+from benchmarks.common import finish, machine, model_files
 
 BATCH, TILE = 4, 512
 
@@ -47,10 +46,7 @@ def main(argv=None):
         rows.append({"network": name, "NCHW s/MP": round(contiguous, 2), "channels-last s/MP": round(last, 2),
                      "speed-up": round(contiguous / last, 2)})
         print(rows[-1], flush=True)
-    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    save("memory_layout", {"machine": info, "rows": rows})
-    print(f"\n{describe(info)}; load at the end {info['load_average_end']}\n")
-    print(table(rows, list(rows[0])))
+    finish("memory_layout", info, rows)
 
 
 if __name__ == "__main__":

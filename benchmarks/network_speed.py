@@ -12,12 +12,11 @@ megapixel. "GPU memory bound": float32 weights plus every activation of a batch 
 """
 
 import argparse
-import os
 import time
 
 import numpy as np
 
-from benchmarks.common import COUNTERS, describe, machine, model_files, save, table
+from benchmarks.common import COUNTERS, finish, machine, model_files
 
 TILE, OVERLAP, BATCH = 512, 64, 4
 #: Peak dense bf16 tensor throughput (FLOP/s) and memory bandwidth (B/s) from the vendors' data sheets.
@@ -163,10 +162,7 @@ def main(argv=None):
             "kind": "counter" if name in COUNTERS or card.kind == "counter" else "segmenter",
         })
         print(rows[-1], flush=True)
-    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    save("network_speed", {"machine": info, "gpu_spec": {spec_name: spec}, "rows": rows})
-    print(f"\n{describe(info)}; load at the end {info['load_average_end']}\n")
-    print(table(rows, list(rows[0])))
+    finish("network_speed", info, rows, gpu_spec={spec_name: spec})
 
 
 if __name__ == "__main__":

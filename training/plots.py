@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from cellcount_cellprofiler.agreement import agreement
+
 __all__ = ["plot_f1_curve", "plot_counts", "plot_bland_altman"]
 
 _MARKERS = {"kneedle": ("tab:red", "--"), "argmax": ("tab:green", ":")}
@@ -148,14 +150,13 @@ def plot_bland_altman(true_counts: Sequence[float], predicted: Mapping[str, Sequ
     axes.axhline(0.0, color="gray", linewidth=1)
     for index, (name, counts) in enumerate(predicted.items()):
         counts = np.asarray(counts, float)
-        difference = counts - true_counts
         color = f"C{index}"
-        bias = float(np.mean(difference))
-        spread = 1.96 * float(np.std(difference, ddof=1)) if len(counts) > 1 else 0.0
-        axes.scatter((counts + true_counts) / 2.0, difference, s=10, alpha=0.6, color=color,
-                     label=f"{name}: bias {bias:+.2f}, LoA +-{spread:.2f}")
-        axes.axhline(bias, color=color, linewidth=1.5)
-        for limit in (bias - spread, bias + spread):
+        result = agreement(true_counts, counts)
+        spread = result.upper_limit - result.mean_difference
+        axes.scatter((counts + true_counts) / 2.0, counts - true_counts, s=10, alpha=0.6, color=color,
+                     label=f"{name}: bias {result.mean_difference:+.2f}, LoA +-{spread:.2f}")
+        axes.axhline(result.mean_difference, color=color, linewidth=1.5)
+        for limit in (result.lower_limit, result.upper_limit):
             axes.axhline(limit, color=color, linewidth=1, linestyle=":")
     _label(axes, "mean of predicted and true count", "predicted - true", title)
     axes.legend(fontsize="small")
