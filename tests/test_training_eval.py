@@ -196,6 +196,37 @@ def test_binary_masks_count_but_do_not_score_detections(perfect_models, tiny_seg
         threshold_tuning.tune(samples, tiny_segmenter, [0.5], progress=False)
 
 
+def test_true_diameter_post_processes_each_image_with_its_cells_diameter(perfect_models, tmp_path, monkeypatch):
+    from cellcount_core import segmentation
+
+    cells = [separated_cells(seed, 6) for seed in (4, 5)]
+    data = write_folder(tmp_path / "data", cells, image_of=lambda c: ((c.labels > 0) * 1000).astype(np.uint16))
+    used = []
+    original = segmentation.labels_from_probability
+    monkeypatch.setattr(segmentation, "labels_from_probability",
+                        lambda probability, **kwargs: used.append(kwargs["diameter"]) or original(probability, **kwargs))
+    perfect_models.true_diameter = True
+    rows, _ = evaluate_samples(select_samples("folder", data, "all"), perfect_models, None, progress=False)
+    expected = [threshold_tuning.object_diameter(c.labels) for c in cells]
+    assert used == pytest.approx(expected) and min(expected) > 12
+    assert [row["seg:tiny-segmenter_count"] for row in rows] == [c.count for c in cells]
+    summary = write_outputs(rows, None, perfect_models, tmp_path / "out", dataset="folder", title="oracle")
+    assert summary["diameter"] == "true"
+    assert "true median cell diameter" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_true_diameter_needs_instance_labels_and_no_fixed_diameter(perfect_models, tmp_path):
+    cells = [separated_cells(6, 5)]
+    data = write_folder(tmp_path / "data", cells, image_of=lambda c: ((c.labels > 0) * 1000).astype(np.uint16))
+    tifffile.imwrite(data / "labels" / "cells0.tif", ((cells[0].labels > 0) * 255).astype(np.uint8))
+    perfect_models.true_diameter = True
+    with pytest.raises(ValueError, match="cells0: the true diameter needs instance labels"):
+        evaluate_samples(select_samples("folder", data, "all"), perfect_models, None, progress=False)
+    both = Models(segmenter=perfect_models.segmenter, diameter=20.0, true_diameter=True)
+    with pytest.raises(ValueError, match="not both"):
+        both.load_cards()
+
+
 def bbbc005_like_rows():
     rows = []
     for blur, stain, true, predicted in ((1, 1, 10, 11), (1, 2, 60, 54), (48, 1, 90, 99), (48, 2, 20, 20)):

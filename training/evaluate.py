@@ -69,6 +69,9 @@ class Models:
     device, tile_size, batch_size : as in :func:`cellcount_core.inference.predict_probability`.
     diameter : float or None
         Cell diameter for the post-processing and the baselines; estimated per image when None.
+    true_diameter : bool
+        Use each image's true median cell diameter instead (needs instance labels): an upper bound that shows
+        how much the diameter estimate costs.
     """
 
     segmenter: str | Path | None = "default"
@@ -79,6 +82,7 @@ class Models:
     tile_size: int = 512
     batch_size: int = 4
     diameter: float | None = None
+    true_diameter: bool = False
     cards: dict = field(default_factory=dict, init=False)
 
     def load_cards(self) -> None:
@@ -102,6 +106,8 @@ class Models:
         if unknown or not self.counter_masks:
             raise ValueError(f"counter masks must be one or more of {', '.join(COUNTER_MASKS)}, got "
                              f"{list(self.counter_masks)!r}")
+        if self.true_diameter and self.diameter is not None:
+            raise ValueError("Give a fixed diameter or the true diameter, not both.")
         for name in self.baselines:
             if name not in BASELINES:
                 raise ValueError(f"Unknown baseline {name!r}; choose from {', '.join(BASELINES)}.")
@@ -132,12 +138,19 @@ def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.
     image = read_image(sample.image_path)
     reference = read_reference(sample)
     labelled = reference.labels is not None
-    radius = (object_diameter(reference.labels) or 1.0) if labelled else None
+    true_diameter = object_diameter(reference.labels) if labelled else 0.0
+    radius = (true_diameter or 1.0) if labelled else None
     row = {"id": sample.id, "true_count": reference.count,
            **{key: sample.meta[key] for key in ("blur", "stain") if key in sample.meta},
            "count_range": count_range(reference.count)}
     if labelled:
         row["match_radius"] = round(radius, 2)
+    diameter = models.diameter
+    if models.true_diameter:
+        if not labelled:
+            raise ValueError(f"{sample.id}: the true diameter needs instance labels, and this image has only "
+                             "a count or a binary mask; evaluate without --true-diameter.")
+        diameter = true_diameter or None
     curve, probability, masks = None, None, {}
     if "segmenter" in models.cards:
         path, card = models.cards["segmenter"]
@@ -145,14 +158,14 @@ def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.
         probability = predict_probability(image, path, device=models.device, tile_size=models.tile_size,
                                           batch_size=models.batch_size)
         result = labels_from_probability(probability, threshold_method="model default",
-                                         threshold_value=card.default_threshold["value"], diameter=models.diameter)
+                                         threshold_value=card.default_threshold["value"], diameter=diameter)
         row[f"{name}_count"] = result.count
         if labelled:
             row.update(_detections(name, reference.labels, result.labels, radius))
         masks["model default"] = result.mask
         if thresholds is not None and labelled:
             curve = image_detections(probability, reference.labels, thresholds, radius=radius,
-                                     diameter=models.diameter)
+                                     diameter=diameter)
     if "counter" in models.cards:
         path, card = models.cards["counter"]
         inputs = {f"count:{card.name}": image}
@@ -163,7 +176,7 @@ def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.
             row[f"{name}_count"] = round(predict_count(counted, path, device=models.device,
                                                        tile_size=models.tile_size, batch_size=models.batch_size), 3)
     for name in models.baselines:
-        result = baseline_labels(image, name, diameter=models.diameter)
+        result = baseline_labels(image, name, diameter=diameter)
         row[f"{name}_count"] = result.count
         if labelled:
             row.update(_detections(name, reference.labels, result.labels, radius))
@@ -291,8 +304,11 @@ def write_outputs(rows: list[dict], curve: DetectionCurve | None, models: Models
              "centroids matched within the true cells' median diameter, summed over images) and the F1 curve come "
              "from those" if labelled else f"{len(rows)} images without instance labels (binary masks merge "
              "touching cells): count errors only")
+    diameter = ("each image's true median cell diameter (an upper bound, not a result)" if models.true_diameter
+                else f"{models.diameter} px" if models.diameter else "estimated per image")
     report = [f"# {title}\n\n", f"Command: `{command}`\n\n" if command else "",
-              f"{scope}; count errors (MPE, MAPE in %) from all images with cells.\n"]
+              f"{scope}; count errors (MPE, MAPE in %) from all images with cells. Cell diameter for the "
+              f"post-processing and the baselines: {diameter}.\n"]
     for name, table in tables.items():
         report += [f"\n## {name.replace('_', ' ')}\n\n", _write_table(table, out_dir, name)]
     _write_table(rows, out_dir, "per_image")
@@ -303,7 +319,8 @@ def write_outputs(rows: list[dict], curve: DetectionCurve | None, models: Models
     summary = {"title": title, "command": command, "dataset": dataset, "images": len(rows),
                "models": {role: {"path": str(path), "name": card.name, "default_threshold": card.default_threshold}
                           for role, (path, card) in models.cards.items()},
-               "baselines": list(models.baselines), "counter_masks": list(models.counter_masks), "tables": tables}
+               "baselines": list(models.baselines), "counter_masks": list(models.counter_masks),
+               "diameter": "true" if models.true_diameter else models.diameter, "tables": tables}
     if curve is not None:
         choices = {**threshold_choices(curve), "model default": default_threshold}
         write_curve(curve, choices, out_dir, f"{title}: F1 against threshold")
@@ -333,6 +350,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_arguments(parser)
     parser.add_argument("--thresholds", type=float, nargs="*", default=list(EVALUATION_THRESHOLDS),
                         help="grid of the F1 against threshold curve (default 0.1 to 0.9 by 0.1); no values to skip")
+    parser.add_argument("--true-diameter", action="store_true",
+                        help="post-process each image with its true cells' median diameter instead of an estimate "
+                             "(needs instance labels): shows how much the diameter estimate costs")
     parser.add_argument("--out", type=Path, required=True, help="output folder for tables and plots")
     parser.add_argument("--title", default=None, help="title of the report (default: dataset and split)")
 
@@ -345,7 +365,8 @@ def run(args: argparse.Namespace) -> str:
     """Run ``evaluate`` and write its outputs; return a one-paragraph summary."""
     models = Models(segmenter=_model_option(args.segmenter), counter=_model_option(args.counter),
                     baselines=tuple(args.baselines), counter_masks=tuple(args.counter_mask), device=args.device,
-                    tile_size=args.tile_size, batch_size=args.batch_size, diameter=args.diameter)
+                    tile_size=args.tile_size, batch_size=args.batch_size, diameter=args.diameter,
+                    true_diameter=args.true_diameter)
     models.load_cards()
     split = args.split or default_split(args.dataset)
     samples = select_samples(args.dataset, args.data, split, args.labels, args.limit)
