@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import gc
 import math
 import os
 import random
@@ -227,12 +228,31 @@ def train(model: nn.Module, train_set: Dataset, loss_fn: Callable[[torch.Tensor,
     """
     rank, world, local_rank, joined = _init_distributed(config.device)
     try:
-        return _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
+        result = _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
+        if joined:
+            _wait_for_every_rank()
+        return result
     finally:
         if joined:
-            import torch.distributed as dist
+            _leave_distributed()
 
-            dist.destroy_process_group()
+
+def _wait_for_every_rank() -> None:
+    """Hold each rank until rank 0 has written its files, so that no rank tears its group down mid-write."""
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
+def _leave_distributed() -> None:
+    """Free the DistributedDataParallel wrapper, then the process group.
+
+    The wrapper's reducer keeps the group alive; freed only at interpreter exit, gloo's threads abort the process.
+    """
+    import torch.distributed as dist
+
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank) -> TrainResult:
