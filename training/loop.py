@@ -247,7 +247,8 @@ def _wait_for_every_rank() -> None:
 def _leave_distributed() -> None:
     """Free the DistributedDataParallel wrapper, then the process group.
 
-    The wrapper's reducer keeps the group alive; freed only at interpreter exit, gloo's threads abort the process.
+    The wrapper's reducer holds the group; a gloo group still alive at interpreter exit can abort the process
+    (one run in ten of the two-process test did before this and the barrier).
     """
     import torch.distributed as dist
 
