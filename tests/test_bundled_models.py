@@ -47,7 +47,7 @@ def test_bundled_models_count_held_out_bbbc005_images(shared_data):
         truth.append(count)
         segmented.append(segment_image(image, device="CPU").count)
         regressed.append(predict_count(image, device="CPU"))
-    # measured 2026-11-23: 3.1 % (segmenter v3) and 4.7 % (counter v4; v3: 6.9 %); docs/RESULTS.md: the whole split
+    # measured 2026-11-23: 3.1 % (segmenter v3) and 4.7 % (counter v5 and v4; v3: 6.9 %); docs/RESULTS.md: the whole split
     assert count_errors(truth, segmented)["mape"] < 5
     assert count_errors(truth, regressed)["mape"] < 6.5
 
