@@ -229,19 +229,14 @@ def train(model: nn.Module, train_set: Dataset, loss_fn: Callable[[torch.Tensor,
     rank, world, local_rank, joined = _init_distributed(config.device)
     try:
         result = _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
-        if joined:
-            _wait_for_every_rank()
+        if joined:  # hold each rank until rank 0 has written its files, so none tears the group down mid-write
+            import torch.distributed as dist
+
+            dist.barrier()
         return result
     finally:
         if joined:
             _leave_distributed()
-
-
-def _wait_for_every_rank() -> None:
-    """Hold each rank until rank 0 has written its files, so that no rank tears its group down mid-write."""
-    import torch.distributed as dist
-
-    dist.barrier()
 
 
 def _leave_distributed() -> None:
