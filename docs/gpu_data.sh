@@ -1,8 +1,8 @@
 #!/bin/bash
 # Build ./shared/data, the part of ../shared/data that travels with the working tree to a lent GPU machine.
 # The device tool carries at most 64 MiB (tree included) and never ../shared; BBBC005's 1152 zlib TIFFs are
-# 98 MB (noise: LZMA saves 5 %), so only some sites go: s01 and s02 (training, 576 images) and s07 (validation,
-# 288 images), all blur levels and stains, with every DSB2018 image. The split rules are unchanged (by site for
+# 98 MB (noise: LZMA saves 5 %), so only some sites go: s01 and s02 (training, 288 images) and s07 (validation,
+# 144 images), all blur levels and stains, with every DSB2018 image. The split rules are unchanged (by site for
 # BBBC005, by id hash for DSB2018), so training still never sees a validation image.
 # Usage (repository root, here, not on the device): bash docs/gpu_data.sh   (then see docs/gpu_train.sh)
 set -euo pipefail
