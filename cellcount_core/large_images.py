@@ -18,7 +18,8 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from .blockwise import iter_components
-from .postprocess import component_diameters, diameter_from_components, labels_from_mask
+from .diameter import component_diameters, diameter_from_components
+from .postprocess import labels_from_mask
 from .thresholds import THRESHOLD_METHODS, apply_threshold
 
 __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label_centroids", "labels_in_blocks",
@@ -201,7 +202,7 @@ class _CoreRecord:
 
 
 def _estimate_diameter(probability, threshold, block_side, cores):
-    """`postprocess.estimate_diameter` of the thresholded map, from the components of each block."""
+    """`diameter.estimate_diameter` of the thresholded map, from the components of each block."""
 
     def analyse(window):
         values = probability[window]

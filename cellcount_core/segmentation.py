@@ -16,7 +16,8 @@ import numpy as np
 from .bundled import resolve_model
 from .large_images import is_large, labels_in_blocks
 from .model_files import read_card
-from .postprocess import estimate_diameter, labels_from_mask
+from .diameter import estimate_diameter
+from .postprocess import labels_from_mask
 from .thresholds import apply_threshold
 
 __all__ = ["SegmentationResult", "labels_from_probability", "segment_image", "model_default_threshold"]

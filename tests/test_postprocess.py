@@ -3,7 +3,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk
 
-from cellcount_core.postprocess import default_min_size, estimate_diameter, labels_from_mask
+from cellcount_core.diameter import estimate_diameter
+from cellcount_core.postprocess import default_min_size, labels_from_mask
 from cellcount_core.synthetic import synthetic_cells
 
 

@@ -8,7 +8,7 @@
   diameter. Needs CellProfiler installed.
 
 When no diameter is given, both estimate it from the Otsu mask of the image
-(:func:`cellcount_core.postprocess.estimate_diameter`), as the networks' post-processing does.
+(:func:`cellcount_core.diameter.estimate_diameter`), as the networks' post-processing does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cellcount_core.normalization import normalize_percentile, to_grayscale
-from cellcount_core.postprocess import estimate_diameter, labels_from_mask
+from cellcount_core.diameter import estimate_diameter
+from cellcount_core.postprocess import labels_from_mask
 from cellcount_core.segmentation import SegmentationResult
 from cellcount_core.thresholds import apply_threshold
 
