@@ -1,0 +1,1 @@
+"""`cellcount batch`: headless CellProfiler runs of image-set chunks, scheduled by Dask."""
