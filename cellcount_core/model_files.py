@@ -46,6 +46,10 @@ class ModelCard:
         Fixed input (height, width) of counters such as ``dcc_counter``; None when any size works.
     diameter_range : [float, float] or None
         Smallest and largest cell diameter (pixels) seen in training.
+    diameter_band : [float, float] or None
+        Cell diameters (pixels, as :func:`cellcount_core.diameter.estimate_diameter` measures them) that the
+        network handles well; inference resizes images whose cells fall outside it (see
+        :mod:`cellcount_core.cell_scale`). None: images are never resized.
     default_threshold : dict
         ``{"value": float, "method": str}``: the probability threshold and how it was chosen.
     training, metrics : dict
@@ -64,6 +68,7 @@ class ModelCard:
     normalization: dict = field(default_factory=lambda: {"method": "percentile", "low": 1.0, "high": 99.8})
     input_size: list | None = None
     diameter_range: list | None = None
+    diameter_band: list | None = None
     default_threshold: dict = field(default_factory=lambda: {"value": 0.5, "method": "simple"})
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -132,9 +137,10 @@ class ModelCard:
             fail("default_threshold", 'an object with a "value" between 0 and 1')
         if self.input_size is not None and not _is_pair(self.input_size, int, positive=True):
             fail("input_size", "null or [height, width] positive integers")
-        if self.diameter_range is not None and not (_is_pair(self.diameter_range, (int, float), positive=True)
-                                                    and self.diameter_range[0] <= self.diameter_range[1]):
-            fail("diameter_range", "null or [min, max] positive numbers with min <= max")
+        for name in ("diameter_range", "diameter_band"):
+            pair = getattr(self, name)
+            if pair is not None and not (_is_pair(pair, (int, float), positive=True) and pair[0] <= pair[1]):
+                fail(name, "null or [min, max] positive numbers with min <= max")
 
 
 def _is_number(value: Any) -> bool:
