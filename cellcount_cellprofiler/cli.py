@@ -3,10 +3,11 @@
 import argparse
 import sys
 
-from cellcount_cellprofiler.commands import check_pipeline, compare, count, plugins_dir, swap
+from cellcount_cellprofiler.commands import batch, check_pipeline, compare, count, plugins_dir, swap
+from cellcount_core.image_checks import InsufficientMemoryError
 from cellcount_core.model_files import ModelFileError
 
-SUBCOMMANDS = (count, check_pipeline, swap, compare, plugins_dir)
+SUBCOMMANDS = (count, check_pipeline, swap, compare, plugins_dir, batch)
 
 
 def build_parser():
@@ -21,7 +22,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, ModelFileError) as error:
+    except (FileNotFoundError, ValueError, ModelFileError, InsufficientMemoryError) as error:
         print(f"cellcount {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -7,42 +7,73 @@ from pathlib import Path
 from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
 from cellcount_core.image_io import read_image
 
-CSV_COLUMNS = ("image", "count", "regression_count", "threshold", "diameter", "height", "width")
+CSV_COLUMNS = ("image", "count", "regression_count", "threshold", "diameter", "height", "width", "error")
 
 
 def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, device="Auto", tile_size=512,
-                labels_dir=None, overlays_dir=None, progress=True, **postprocess):
+                labels_dir=None, overlays_dir=None, progress=True, fail_fast=False, **postprocess):
     """Segment and count each image file; yield a row (dict with CSV_COLUMNS) per image.
 
     ``count`` is the number of objects after DeepThreshold's default post-processing, ``regression_count``
     the counting network's estimate. Label images (16-bit TIFF) and outline overlays (PNG) are written to
     ``labels_dir`` / ``overlays_dir`` when given. ``postprocess`` is passed to ``segment_image``.
+
+    An image that cannot be read or counted gives a row with only ``image`` and ``error`` (the reason) and the
+    next image is counted; with ``fail_fast`` its exception is raised instead. Both models are loaded before
+    the first image, so a missing or corrupt model file raises at once whatever ``fail_fast`` says.
     """
     from tqdm import tqdm
 
-    from cellcount_core.inference import predict_count
-    from cellcount_core.segmentation import segment_image
+    from cellcount_core.inference import get_model
 
+    get_model(segmenter, device, default=DEFAULT_SEGMENTER)
+    get_model(counter, device, default=DEFAULT_COUNTER)
     for folder in (labels_dir, overlays_dir):
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
     for path in tqdm(list(paths), desc="Counting", unit="image", disable=not progress):
-        image = read_image(path)
-        result = segment_image(image, model=segmenter, device=device, tile_size=tile_size, **postprocess)
-        if labels_dir is not None:
-            _write_labels(Path(labels_dir) / f"{Path(path).stem}_labels.tif", result.labels)
-        if overlays_dir is not None:
-            _write_overlay(Path(overlays_dir) / f"{Path(path).stem}_overlay.png", image, result.labels)
-        yield {
-            "image": str(path),
-            "count": int(result.count),
-            "regression_count": round(float(predict_count(image, model=counter, device=device,
-                                                          tile_size=tile_size)), 2),
-            "threshold": round(float(result.threshold), 4),
-            "diameter": round(float(result.diameter), 2),
-            "height": image.shape[0],
-            "width": image.shape[1],
-        }
+        try:
+            yield _count_file(path, segmenter=segmenter, counter=counter, device=device, tile_size=tile_size,
+                              labels_dir=labels_dir, overlays_dir=overlays_dir, **postprocess)
+        except Exception as error:  # one bad image must not lose the others: it is recorded in its row
+            if fail_fast:
+                raise
+            yield {"image": str(path), "error": describe_error(error)}
+
+
+def describe_error(error):
+    """An exception as the ``error`` column says it: the message of our own validation errors, else with its type."""
+    from cellcount_core.model_files import ModelFileError
+
+    if isinstance(error, (ValueError, MemoryError, ModelFileError)) and str(error):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _count_file(path, *, segmenter, counter, device, tile_size, labels_dir, overlays_dir, **postprocess):
+    """The CSV row of one image file."""
+    from cellcount_core.image_checks import check_image
+    from cellcount_core.inference import predict_count
+    from cellcount_core.segmentation import segment_image
+
+    image = read_image(path)
+    check_image(image, source=str(path))
+    result = segment_image(image, model=segmenter, device=device, tile_size=tile_size, **postprocess)
+    regression_count = predict_count(image, model=counter, device=device, tile_size=tile_size)
+    if labels_dir is not None:
+        _write_labels(Path(labels_dir) / f"{Path(path).stem}_labels.tif", result.labels)
+    if overlays_dir is not None:
+        _write_overlay(Path(overlays_dir) / f"{Path(path).stem}_overlay.png", image, result.labels)
+    return {
+        "image": str(path),
+        "count": int(result.count),
+        "regression_count": round(float(regression_count), 2),
+        "threshold": round(float(result.threshold), 4),
+        "diameter": round(float(result.diameter), 2),
+        "height": image.shape[0],
+        "width": image.shape[1],
+        "error": "",
+    }
 
 
 def write_rows(rows, csv_path=None):

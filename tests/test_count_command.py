@@ -44,11 +44,60 @@ def test_count_names_a_missing_input(tmp_path, capsys):
 def test_count_names_an_unreadable_image(tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    assert main(["count", str(broken)]) == 2
-    assert "broken.png" in capsys.readouterr().err
+    assert main(["count", str(broken)]) == 1
+    assert f"{broken} failed: Could not read {broken} as an image" in capsys.readouterr().err
 
 
 def test_count_names_an_unknown_model(image_folder, capsys):
     folder, _ = image_folder
     assert main(["count", str(folder), "--model", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a bad image fails alone
+
+@pytest.fixture
+def folder_with_a_truncated_image(image_folder, tmp_path):
+    """The two images, and between them a PNG cut in half."""
+    folder, counts = image_folder
+    for name in counts:
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    whole = (folder / "cells_0.png").read_bytes()
+    (tmp_path / "cells_0b_truncated.png").write_bytes(whole[: len(whole) // 2])
+    return tmp_path, counts
+
+
+def test_a_bad_image_gets_an_error_row_and_the_others_are_counted(folder_with_a_truncated_image, tmp_path_factory,
+                                                                  capsys):
+    folder, counts = folder_with_a_truncated_image
+    out = tmp_path_factory.mktemp("out") / "counts.csv"
+    assert main(["count", str(folder), "--csv", str(out)]) == 1
+    rows = {row["image"].rsplit("/", 1)[-1]: row for row in csv.DictReader(open(out, newline=""))}
+    assert list(rows) == ["cells_0.png", "cells_0b_truncated.png", "cells_1.png"]
+    bad = rows.pop("cells_0b_truncated.png")
+    assert bad["count"] == "" and bad["error"].startswith(f"Could not read {folder / 'cells_0b_truncated.png'}")
+    for name, row in rows.items():
+        assert row["error"] == "" and abs(int(row["count"]) - counts[name]) <= max(2, 0.15 * counts[name]), row
+    said = capsys.readouterr().err
+    assert "cells_0b_truncated.png failed: Could not read" in said
+    assert "1 of 3 image(s) failed (see the error column); the others were counted." in said
+
+
+def test_fail_fast_stops_at_the_bad_image(folder_with_a_truncated_image, tmp_path_factory, capsys):
+    folder, _ = folder_with_a_truncated_image
+    out = tmp_path_factory.mktemp("out") / "counts.csv"
+    assert main(["count", str(folder), "--csv", str(out), "--fail-fast"]) == 2
+    assert [row["image"].rsplit("/", 1)[-1] for row in csv.DictReader(open(out, newline=""))] == ["cells_0.png"]
+    assert "cells_0b_truncated.png as an image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--threshold-method", "manual"], "--threshold-method manual needs --threshold VALUE"),
+    (["--threshold-method", "manual", "--threshold", "1.5"], "--threshold 1.5 is not a probability"),
+    (["--tile-size", "8"], "--tile-size 8 is too small"),
+    (["--diameter", "-3"], "--diameter -3.0 must be a positive number"),
+])
+def test_impossible_settings_are_refused_before_any_image(image_folder, arguments, message, capsys):
+    folder, _ = image_folder
+    assert main(["count", str(folder), *arguments]) == 2
+    assert message in capsys.readouterr().err

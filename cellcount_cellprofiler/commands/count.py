@@ -1,5 +1,7 @@
 """``cellcount count``: segment and count images without CellProfiler; one CSV row per image."""
 
+import sys
+
 from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
 
 THRESHOLD_CHOICES = ("model default", "simple", "manual", "otsu", "adaptive")
@@ -10,7 +12,9 @@ def add_parser(subparsers):
         "count",
         help="count cells in images or folders of images (no CellProfiler needed)",
         description="Segment and count cells with the deep models; write one CSV row per image: image, count "
-                    "(objects after DeepThreshold's default post-processing), regression_count (DeepCount).",
+                    "(objects after DeepThreshold's default post-processing), regression_count (DeepCount). An "
+                    "image that cannot be read or counted gets a row with the reason in its error column, the "
+                    "other images are counted, and the command exits 1 at the end.",
     )
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--model", default=DEFAULT_SEGMENTER, help="segmenter: bundled name or model file path")
@@ -24,6 +28,9 @@ def add_parser(subparsers):
     parser.add_argument("--threshold", type=float, help="the threshold for --threshold-method manual")
     parser.add_argument("--diameter", type=float, help="typical cell diameter in pixels (default: estimated)")
     parser.add_argument("--exclude-border", action="store_true", help="discard objects touching the border")
+    parser.add_argument("--fail-fast", action="store_true",
+                        help="stop at the first image that cannot be read or counted (exit 2) instead of recording "
+                             "it in the error column and going on")
     parser.set_defaults(run=run)
 
 
@@ -31,8 +38,7 @@ def run(args):
     from cellcount_core.batch_count import count_files, write_rows
     from cellcount_core.image_io import list_images
 
-    if args.threshold_method == "manual" and args.threshold is None:
-        raise SystemExit("cellcount count: --threshold-method manual needs --threshold VALUE (0 to 1).")
+    _check_settings(args)
     rows = count_files(
         list_images(args.inputs),
         segmenter=args.model,
@@ -45,6 +51,25 @@ def run(args):
         threshold_value=args.threshold,
         diameter=args.diameter,
         exclude_border=args.exclude_border,
+        fail_fast=args.fail_fast,
     )
-    write_rows(rows, args.csv)
-    return 0
+    rows = write_rows(rows, args.csv)
+    failed = [row for row in rows if row["error"]]
+    for row in failed:
+        print(f"cellcount count: {row['image']} failed: {row['error']}", file=sys.stderr)
+    if failed:
+        print(f"cellcount count: {len(failed)} of {len(rows)} image(s) failed (see the error column); the "
+              "others were counted.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _check_settings(args):
+    """Refuse impossible settings before any image is read (they would fail every image)."""
+    if args.threshold_method == "manual" and args.threshold is None:
+        raise ValueError("--threshold-method manual needs --threshold VALUE (0 to 1).")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold {args.threshold} is not a probability; give a value from 0 to 1.")
+    if args.tile_size < 64:
+        raise ValueError(f"--tile-size {args.tile_size} is too small; use 64 pixels or more (512 by default).")
+    if args.diameter is not None and not args.diameter > 0:
+        raise ValueError(f"--diameter {args.diameter} must be a positive number of pixels.")
