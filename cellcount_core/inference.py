@@ -12,7 +12,8 @@ import torch
 from . import gpu
 from .bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from .model_files import load_model, model_paths
-from .normalization import percentile_range, scale_to_range, to_grayscale, to_rgb
+from .cell_scale import CellScale, predict_at_cell_scale, probe_diameter, resize_image, scale_factor
+from .normalization import floor_range_on_noise, noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb
 from .tiling import iter_tile_outputs, plan_tiles, stitch
 
 DEVICE_CHOICES = ("Auto", "CPU", "GPU")
@@ -136,7 +137,9 @@ def _image_input(image, card):
     """The model input as a C x H x W view of the image, and a function that normalizes a batch of its tiles.
 
     Gray, or RGB for ``in_channels=3`` models; the percentiles are those of the whole image, so normalizing
-    tile by tile gives the same values as `normalize_percentile` without a normalized copy of the image.
+    tile by tile gives the same values as `normalize_percentile` without a normalized copy of the image. A
+    card's ``min_range_over_noise`` keeps the range at least that many noise standard deviations wide, so
+    that an empty field's noise is not stretched to full contrast.
     """
     normalization = card.normalization
     if normalization.get("method") != "percentile":
@@ -146,6 +149,9 @@ def _image_input(image, card):
         )
     image = to_rgb(image) if card.params.get("in_channels", 1) == 3 else to_grayscale(image)
     lo, hi = percentile_range(image, normalization.get("low", 1.0), normalization.get("high", 99.8))
+    if "min_range_over_noise" in normalization:
+        gray = image if image.ndim == 2 else image.mean(axis=-1, dtype=np.float32)
+        lo, hi = floor_range_on_noise(lo, hi, noise_sigma(gray), normalization["min_range_over_noise"])
     inputs = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
     return inputs, lambda batch: scale_to_range(batch, lo, hi)
 
@@ -293,3 +299,78 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     finally:
         gpu.release_cached_memory(next(network.parameters()).device)
     return max(count, 0.0)
+
+
+def _segmenter_runner(model, device, tile_size, overlap, batch_size, progress):
+    """``run(image) -> probability`` with these settings, and the segmenter's card."""
+    network, card = get_model(model, device, default=DEFAULT_SEGMENTER)
+    _require_kind(card, "segmenter", model, "predict_probability")
+    run = functools.partial(predict_probability, model=model, device=device, tile_size=tile_size,
+                            overlap=overlap, batch_size=batch_size, progress=progress)
+    return run, card
+
+
+def predict_probability_at_cell_scale(image, model="default", device="Auto", tile_size=512, overlap=64,
+                                      batch_size=4, progress=False, diameter=None):
+    """`predict_probability` with the image resized so that its cells fall in the model's diameter band.
+
+    See :func:`cellcount_core.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
+    runs at the image's own scale.
+
+    Parameters
+    ----------
+    image, model, device, tile_size, overlap, batch_size, progress
+        As in `predict_probability`.
+    diameter : float, optional
+        Typical cell diameter in pixels; estimated when None.
+
+    Returns
+    -------
+    probability : numpy.ndarray
+        float32 H x W in [0, 1], the image's size.
+    scale : CellScale
+        The resize factor and the cell diameter (pixels of the image).
+    """
+    run, card = _segmenter_runner(model, device, tile_size, overlap, batch_size, progress)
+    threshold = float(card.default_threshold["value"])
+    if card.diameter_band is None:
+        probability = run(image)
+        return probability, CellScale(1.0, float(diameter) if diameter else 0.0)
+    return predict_at_cell_scale(np.asarray(image), run, tuple(card.diameter_band), threshold, diameter)
+
+
+def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=64,
+                                batch_size=4, progress=False, diameter=None, segmenter=DEFAULT_SEGMENTER):
+    """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
+
+    Without a `diameter`, the segmenter's coarse probes (:func:`cellcount_core.cell_scale.probe_diameter`,
+    about 8 % of a segmenter pass) look for cells larger than the band; cells they do not see are taken to be
+    in the band. The density of the resized image sums to the count of the original one. Counters of masks,
+    of a fixed input size or without a ``diameter_band`` run at the image's own scale.
+
+    Parameters
+    ----------
+    image, model, device, tile_size, overlap, batch_size, progress
+        As in `predict_count`.
+    diameter : float, optional
+        Typical cell diameter in pixels; estimated when None.
+    segmenter : str or pathlib.Path
+        The segmentation model whose probes estimate the diameter.
+
+    Returns
+    -------
+    count : float
+    scale : CellScale
+    """
+    _, card = get_model(model, device, default=DEFAULT_COUNTER)
+    count_options = dict(model=model, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                         progress=progress)
+    if card.diameter_band is None or card.input != "image" or card.input_size:
+        return predict_count(image, **count_options), CellScale(1.0, float(diameter) if diameter else 0.0)
+    image = np.asarray(image)
+    if diameter is None:
+        run, seg_card = _segmenter_runner(segmenter, device, tile_size, overlap, batch_size, False)
+        diameter = probe_diameter(image, run, tuple(seg_card.diameter_band or card.diameter_band),
+                                  float(seg_card.default_threshold["value"]))
+    factor = scale_factor(diameter, tuple(card.diameter_band))
+    return predict_count(resize_image(image, factor), **count_options), CellScale(factor, float(diameter))

@@ -1,7 +1,8 @@
-"""Image preparation before a network: channel reduction and percentile normalization (numpy only)."""
+"""Image preparation before a network: channel reduction, percentile normalization and its noise floor."""
 
 import math
 
+import cv2
 import numpy as np
 
 #: Normalized values are clipped to this range: bright outliers (saturated pixels, debris) keep some contrast
@@ -10,6 +11,9 @@ CLIP_RANGE = (-0.5, 1.5)
 
 #: Percentiles of larger images are computed on a regular strided subsample of about this many pixels.
 PERCENTILE_SAMPLE_PIXELS = 4_000_000
+
+# Difference of two 3 x 3 Laplacians: zero on linear ramps, 6 times the standard deviation on white noise.
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
 def _check_image_shape(image):
@@ -112,6 +116,44 @@ def percentile_range(image, low=1.0, high=99.8):
     if hi <= lo:
         hi = float(image.max())
     return float(lo), float(hi)
+
+
+def noise_sigma(image):
+    """Standard deviation of the pixel noise of a gray image, robust to the edges of cells.
+
+    Immerkaer's estimator (Computer Vision and Image Understanding 64, 1996) with a median instead of a mean:
+    the image is filtered with the difference of two Laplacians, which cancels smooth structure and multiplies
+    white noise by 6, and the median absolute response is turned into a standard deviation. Images above
+    ``PERCENTILE_SAMPLE_PIXELS`` are measured on their central window of that size. Integer images get at
+    least 0.5 (their quantization step) so that a noiseless background is not taken for a perfect signal.
+
+    Parameters
+    ----------
+    image : (H, W) array_like
+        Any real dtype.
+
+    Returns
+    -------
+    float
+    """
+    image = np.asarray(image)
+    side = int(math.sqrt(PERCENTILE_SAMPLE_PIXELS))
+    top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
+    window = image[top:top + side, left:left + side].astype(np.float32)
+    floor = 0.5 if not np.issubdtype(image.dtype, np.floating) else 0.0
+    if min(window.shape) < 3:
+        return floor
+    response = cv2.filter2D(window, -1, _NOISE_KERNEL)[1:-1, 1:-1]
+    return max(float(np.median(np.abs(response))) / (0.6745 * 6.0), floor)
+
+
+def floor_range_on_noise(lo, hi, sigma, min_range_over_noise):
+    """Raise `hi` so that ``hi - lo`` spans at least `min_range_over_noise` noise standard deviations.
+
+    Percentile normalization stretches any image to full contrast, an empty field's noise included; with this
+    floor, noise stays dim and only structure well above it reaches full contrast.
+    """
+    return lo, max(hi, lo + min_range_over_noise * sigma)
 
 
 def scale_to_range(values, lo, hi, clip=CLIP_RANGE):
