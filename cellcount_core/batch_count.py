@@ -7,11 +7,13 @@ from pathlib import Path
 from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
 from cellcount_core.image_io import read_image
 
-CSV_COLUMNS = ("image", "count", "regression_count", "threshold", "diameter", "height", "width", "error")
+CSV_COLUMNS = ("image", "count", "regression_count", "threshold", "diameter", "scale_factor", "height", "width",
+               "error")
 
 
 def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, device="Auto", tile_size=512,
-                labels_dir=None, overlays_dir=None, progress=True, fail_fast=False, **postprocess):
+                cell_size="auto", labels_dir=None, overlays_dir=None, progress=True, fail_fast=False,
+                **postprocess):
     """Segment and count each image file; yield a row (dict with CSV_COLUMNS) per image.
 
     ``count`` is the number of objects after DeepThreshold's default post-processing, ``regression_count``
@@ -34,7 +36,7 @@ def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, 
     for path in tqdm(list(paths), desc="Counting", unit="image", disable=not progress):
         try:
             yield _count_file(path, segmenter=segmenter, counter=counter, device=device, tile_size=tile_size,
-                              labels_dir=labels_dir, overlays_dir=overlays_dir, **postprocess)
+                              cell_size=cell_size, labels_dir=labels_dir, overlays_dir=overlays_dir, **postprocess)
         except Exception as error:  # one bad image must not lose the others: it is recorded in its row
             if fail_fast:
                 raise
@@ -50,16 +52,19 @@ def describe_error(error):
     return f"{type(error).__name__}: {error}"
 
 
-def _count_file(path, *, segmenter, counter, device, tile_size, labels_dir, overlays_dir, **postprocess):
+def _count_file(path, *, segmenter, counter, device, tile_size, cell_size, labels_dir, overlays_dir,
+                **postprocess):
     """The CSV row of one image file."""
     from cellcount_core.image_checks import check_image
-    from cellcount_core.inference import predict_count
+    from cellcount_core.inference import predict_count_at_cell_scale
     from cellcount_core.segmentation import segment_image
 
     image = read_image(path)
     check_image(image, source=str(path))
-    result = segment_image(image, model=segmenter, device=device, tile_size=tile_size, **postprocess)
-    regression_count = predict_count(image, model=counter, device=device, tile_size=tile_size)
+    result = segment_image(image, model=segmenter, device=device, tile_size=tile_size, cell_size=cell_size,
+                           **postprocess)
+    regression_count, _ = predict_count_at_cell_scale(image, model=counter, device=device, tile_size=tile_size,
+                                                      cell_size=cell_size, segmenter=segmenter)
     if labels_dir is not None:
         _write_labels(Path(labels_dir) / f"{Path(path).stem}_labels.tif", result.labels)
     if overlays_dir is not None:
@@ -70,6 +75,7 @@ def _count_file(path, *, segmenter, counter, device, tile_size, labels_dir, over
         "regression_count": round(float(regression_count), 2),
         "threshold": round(float(result.threshold), 4),
         "diameter": round(float(result.diameter), 2),
+        "scale_factor": round(float(result.scale_factor), 4),
         "height": image.shape[0],
         "width": image.shape[1],
         "error": "",

@@ -301,6 +301,25 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     return max(count, 0.0)
 
 
+def parse_cell_size(cell_size):
+    """``"auto"`` -> None (estimate), ``"off"`` -> False (never resize), a positive number -> that diameter.
+
+    Raises
+    ------
+    ValueError
+        For anything else, naming the accepted values.
+    """
+    if isinstance(cell_size, str) and cell_size.strip().lower() in ("auto", "off"):
+        return None if cell_size.strip().lower() == "auto" else False
+    try:
+        diameter = float(cell_size)
+    except (TypeError, ValueError):
+        diameter = float("nan")
+    if not diameter > 0 or not np.isfinite(diameter):
+        raise ValueError(f"cell size {cell_size!r} is not 'auto', 'off' or a positive cell diameter in pixels.")
+    return diameter
+
+
 def _segmenter_runner(model, device, tile_size, overlap, batch_size, progress):
     """``run(image) -> probability`` with these settings, and the segmenter's card."""
     network, card = get_model(model, device, default=DEFAULT_SEGMENTER)
@@ -311,7 +330,7 @@ def _segmenter_runner(model, device, tile_size, overlap, batch_size, progress):
 
 
 def predict_probability_at_cell_scale(image, model="default", device="Auto", tile_size=512, overlap=64,
-                                      batch_size=4, progress=False, diameter=None):
+                                      batch_size=4, progress=False, cell_size="auto"):
     """`predict_probability` with the image resized so that its cells fall in the model's diameter band.
 
     See :func:`cellcount_core.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
@@ -321,29 +340,29 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     ----------
     image, model, device, tile_size, overlap, batch_size, progress
         As in `predict_probability`.
-    diameter : float, optional
-        Typical cell diameter in pixels; estimated when None.
+    cell_size : "auto", "off" or float
+        Estimate the cell diameter (the default), never resize, or the typical cell diameter in pixels.
 
     Returns
     -------
     probability : numpy.ndarray
         float32 H x W in [0, 1], the image's size.
     scale : CellScale
-        The resize factor and the cell diameter (pixels of the image).
+        The resize factor and the cell diameter (pixels of the image; 0.0 when not estimated or none found).
     """
+    diameter = parse_cell_size(cell_size)
     run, card = _segmenter_runner(model, device, tile_size, overlap, batch_size, progress)
+    if card.diameter_band is None or diameter is False:
+        return run(image), CellScale(1.0, diameter or 0.0)
     threshold = float(card.default_threshold["value"])
-    if card.diameter_band is None:
-        probability = run(image)
-        return probability, CellScale(1.0, float(diameter) if diameter else 0.0)
     return predict_at_cell_scale(np.asarray(image), run, tuple(card.diameter_band), threshold, diameter)
 
 
 def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=64,
-                                batch_size=4, progress=False, diameter=None, segmenter=DEFAULT_SEGMENTER):
+                                batch_size=4, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
     """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
 
-    Without a `diameter`, the segmenter's coarse probes (:func:`cellcount_core.cell_scale.probe_diameter`,
+    With ``cell_size="auto"``, the segmenter's coarse probes (:func:`cellcount_core.cell_scale.probe_diameter`,
     about 8 % of a segmenter pass) look for cells larger than the band; cells they do not see are taken to be
     in the band. The density of the resized image sums to the count of the original one. Counters of masks,
     of a fixed input size or without a ``diameter_band`` run at the image's own scale.
@@ -352,8 +371,8 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     ----------
     image, model, device, tile_size, overlap, batch_size, progress
         As in `predict_count`.
-    diameter : float, optional
-        Typical cell diameter in pixels; estimated when None.
+    cell_size : "auto", "off" or float
+        As in `predict_probability_at_cell_scale`.
     segmenter : str or pathlib.Path
         The segmentation model whose probes estimate the diameter.
 
@@ -362,11 +381,12 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     count : float
     scale : CellScale
     """
+    diameter = parse_cell_size(cell_size)
     _, card = get_model(model, device, default=DEFAULT_COUNTER)
     count_options = dict(model=model, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
                          progress=progress)
-    if card.diameter_band is None or card.input != "image" or card.input_size:
-        return predict_count(image, **count_options), CellScale(1.0, float(diameter) if diameter else 0.0)
+    if card.diameter_band is None or card.input != "image" or card.input_size or diameter is False:
+        return predict_count(image, **count_options), CellScale(1.0, diameter or 0.0)
     image = np.asarray(image)
     if diameter is None:
         run, seg_card = _segmenter_runner(segmenter, device, tile_size, overlap, batch_size, False)

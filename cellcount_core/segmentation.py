@@ -41,6 +41,9 @@ class SegmentationResult:
         Number of cells, ``labels.max()``.
     probability : (H, W) float32 array or None
         The network's probability map (set by :func:`segment_image`).
+    scale_factor : float
+        The image was resized by this factor before the network (set by :func:`segment_image`; see
+        :mod:`cellcount_core.cell_scale`).
     """
 
     labels: np.ndarray
@@ -49,6 +52,7 @@ class SegmentationResult:
     diameter: float
     count: int
     probability: np.ndarray | None = None
+    scale_factor: float = 1.0
 
 
 def labels_from_probability(
@@ -122,6 +126,7 @@ def segment_image(
     *,
     overlap: int = 64,
     progress: bool = False,
+    cell_size: str | float = "auto",
     **postprocess_kwargs,
 ) -> SegmentationResult:
     """Segment the cells of an image with a segmentation model.
@@ -136,6 +141,10 @@ def segment_image(
         ``"Auto"``, ``"CPU"`` or ``"GPU"``; see :func:`cellcount_core.inference.resolve_device`.
     tile_size, batch_size, overlap, progress
         Tiling and batching of :func:`cellcount_core.inference.predict_probability`.
+    cell_size : "auto", "off" or float
+        How the image is brought to the model's cell size: estimated (the default), not at all, or from this
+        typical cell diameter in pixels; see
+        :func:`cellcount_core.inference.predict_probability_at_cell_scale`.
     **postprocess_kwargs
         Keyword arguments of :func:`labels_from_probability`. With ``threshold_method="model default"`` (the
         default) and no ``threshold_value``, the value comes from the model card.
@@ -145,13 +154,15 @@ def segment_image(
     SegmentationResult
         With the probability map.
     """
-    from .inference import predict_probability  # imports torch
+    from .inference import predict_probability_at_cell_scale  # imports torch
 
     if postprocess_kwargs.get("threshold_method", "model default") == "model default" \
             and postprocess_kwargs.get("threshold_value") is None:
         postprocess_kwargs["threshold_value"] = model_default_threshold(model)
-    probability = predict_probability(image, model=model, device=device, tile_size=tile_size, overlap=overlap,
-                                      batch_size=batch_size, progress=progress)
+    probability, scale = predict_probability_at_cell_scale(
+        image, model=model, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+        progress=progress, cell_size=cell_size)
     result = labels_from_probability(probability, **postprocess_kwargs)
     result.probability = probability
+    result.scale_factor = scale.factor
     return result

@@ -27,6 +27,9 @@ def add_parser(subparsers):
     parser.add_argument("--threshold-method", default="model default", choices=THRESHOLD_CHOICES)
     parser.add_argument("--threshold", type=float, help="the threshold for --threshold-method manual")
     parser.add_argument("--diameter", type=float, help="typical cell diameter in pixels (default: estimated)")
+    parser.add_argument("--cell-size", default="auto", metavar="auto|off|PIXELS",
+                        help="bring the cells to the models' size before the networks: estimated (auto, the "
+                             "default), not at all (off), or from this typical cell diameter in pixels")
     parser.add_argument("--exclude-border", action="store_true", help="discard objects touching the border")
     parser.add_argument("--fail-fast", action="store_true",
                         help="stop at the first image that cannot be read or counted (exit 2) instead of recording "
@@ -45,6 +48,7 @@ def run(args):
         counter=args.counter,
         device=args.device,
         tile_size=args.tile_size,
+        cell_size=args.cell_size,
         labels_dir=args.labels,
         overlays_dir=args.overlays,
         threshold_method=args.threshold_method,
@@ -65,6 +69,12 @@ def run(args):
 
 def _check_settings(args):
     """Refuse impossible settings before any image is read (they would fail every image)."""
+    from cellcount_core.inference import parse_cell_size
+
+    try:
+        parse_cell_size(args.cell_size)
+    except ValueError as error:
+        raise ValueError(f"--cell-size: {error}") from None
     if args.threshold_method == "manual" and args.threshold is None:
         raise ValueError("--threshold-method manual needs --threshold VALUE (0 to 1).")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
