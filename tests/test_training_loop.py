@@ -13,23 +13,16 @@ from torch import nn
 
 from cellcount_core.model_files import load_model
 from cellcount_core.synthetic import synthetic_cells
+from training.batches import TensorBatches
 from training.cli import main
 from training.datasets import stable_fraction
 from training.loop import TrainConfig, train
 
 
-class Pixels(torch.utils.data.Dataset):
-    """Eight 8x8 images whose target is their own sign: learnable by a 1x1 convolution."""
-
-    def __init__(self):
-        generator = torch.Generator().manual_seed(0)
-        self.images = torch.randn(8, 1, 8, 8, generator=generator)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        return {"image": self.images[index], "mask": (self.images[index] > 0).float()}
+def pixels(batch_size):
+    """Eight 8x8 images whose target is their own sign (learnable by a 1x1 convolution), in batches."""
+    images = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return TensorBatches({"image": images, "mask": (images > 0).float()}, batch_size)
 
 
 def bce(logits, batch):
@@ -37,8 +30,8 @@ def bce(logits, batch):
 
 
 def test_plateau_lowers_the_rate_and_early_stopping_ends_training(tmp_path):
-    config = TrainConfig(out_dir=tmp_path, epochs=10, batch_size=4, lr=0.01, lr_patience=0, early_stop=2)
-    result = train(nn.Conv2d(1, 1, 1), Pixels(), bce, config, validate=lambda model, device: {"val_loss": 1.0})
+    config = TrainConfig(out_dir=tmp_path, epochs=10, lr=0.01, lr_patience=0, early_stop=2)
+    result = train(nn.Conv2d(1, 1, 1), pixels(4), bce, config, validate=lambda model, device: {"val_loss": 1.0})
     assert [row["epoch"] for row in result.history] == [0, 1, 2]
     assert [row["lr"] for row in result.history] == pytest.approx([0.01, 0.007, 0.0049])
     assert result.best_epoch == 0 and result.stop_reason.startswith("early stop")
@@ -48,9 +41,8 @@ def test_plateau_lowers_the_rate_and_early_stopping_ends_training(tmp_path):
 def test_training_lowers_the_loss_and_is_seeded(tmp_path):
     def run(folder):
         torch.manual_seed(0)
-        config = TrainConfig(out_dir=folder, epochs=5, batch_size=4, lr=0.2, monitor="train_loss",
-                             plot=False)
-        return train(nn.Conv2d(1, 1, 1), Pixels(), bce, config)
+        config = TrainConfig(out_dir=folder, epochs=5, lr=0.2, monitor="train_loss", plot=False)
+        return train(nn.Conv2d(1, 1, 1), pixels(4), bce, config)
 
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first.history[-1]["train_loss"] < 0.5 * first.history[0]["train_loss"]
@@ -148,8 +140,8 @@ def _ddp_worker(rank, port, folder):
     torch.set_num_threads(1)
     torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
     model = nn.Conv2d(1, 1, 1)
-    config = TrainConfig(out_dir=folder, epochs=2, batch_size=2, lr=0.05, device="cpu", plot=False)
-    result = train(model, Pixels(), bce, config, validate=lambda m, d: {"val_loss": float(m.weight.abs().sum())})
+    config = TrainConfig(out_dir=folder, epochs=2, lr=0.05, device="cpu", plot=False)
+    result = train(model, pixels(2), bce, config, validate=lambda m, d: {"val_loss": float(m.weight.abs().sum())})
     torch.save({"weight": model.weight.detach().clone(), "epochs": len(result.history)},
                folder / f"rank{rank}.pt")
 

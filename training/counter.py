@@ -15,20 +15,20 @@ import argparse
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from cellcount_core.model_files import ModelCard, save_model
 from cellcount_core.normalization import normalize_percentile
 
-from .augment import Augmenter, flip_rotate
-from .crops import CropDataset, Record, batches, fixed_crops
+from .batches import TensorBatches
+from .crops import Record, batches, fixed_crops
 from .datasets import Sample, read_image, read_labels
+from .device_crops import DeviceCrops
 from .instances import read_instances
 from .loop import seed_everything, train
 from .losses import count_loss, density_loss
-from .options import (add_data_arguments, add_loop_arguments, build_model, loop_config, read_split,
-                      training_record)
+from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
+                      crop_geometry, loop_config, read_split, training_record)
 from .segmenter import NORMALIZATION
 from .validation import write_validation_metrics
 
@@ -114,26 +114,16 @@ def load_mask_records(samples: list[Sample], input_size, segmenter=None, desc: s
     return records
 
 
-class MaskCountDataset(Dataset):
-    """Whole resized masks with random flips/rotations (square inputs) and their counts."""
+def mask_batches(records: list[Record], batch_size: int, seed: int) -> TensorBatches:
+    """Whole resized masks with their counts; square masks get random flips/rotations."""
+    tensors = _mask_tensors(records)
+    square = tensors["image"].shape[-1] == tensors["image"].shape[-2]
+    return TensorBatches(tensors, batch_size, seed, dihedral=("image",) if square else ())
 
-    def __init__(self, records: list[Record], seed: int = 0):
-        self.records, self.seed, self.epoch = records, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Change the random flips (reproducibly) for a new epoch."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict:
-        record = self.records[index]
-        image = record.image
-        if image.shape[0] == image.shape[1]:
-            image, _ = flip_rotate(image, {}, np.random.default_rng((self.seed, self.epoch, index)))
-        return {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
-                "count": torch.tensor(float(record.targets["count"]))}
+def _mask_tensors(records: list[Record]) -> dict:
+    return {"image": torch.from_numpy(np.stack([r.image for r in records]))[:, None],
+            "count": torch.tensor([float(r.targets["count"]) for r in records])}
 
 
 def density_validator(crops: dict, loss_fn, batch_size: int = 8):
@@ -155,8 +145,7 @@ def density_validator(crops: dict, loss_fn, batch_size: int = 8):
 
 def mask_validator(records: list[Record], batch_size: int = 16):
     """``validate(model, device)``: relative count loss and MAPE on the validation masks."""
-    tensors = {"image": torch.from_numpy(np.stack([r.image for r in records]))[:, None],
-               "count": torch.tensor([float(r.targets["count"]) for r in records])}
+    tensors = _mask_tensors(records)
 
     def validate(model, device) -> dict:
         predicted = torch.cat([model(part["image"]).float().reshape(-1).cpu()
@@ -176,8 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the counter sees: the image (density_counter) or a mask (dcc_counter)")
     parser.add_argument("--segmenter", help="model file whose thresholded output gives the training masks "
                                             "(--input mask; default: the true masks)")
-    parser.add_argument("--crop-size", type=int, default=256, help="random crop side (density counters)")
-    parser.add_argument("--crops-per-image", type=int, default=4, help="crops per image and epoch")
+    add_crop_arguments(parser, crop_size=256, crops_per_image=4, elastic_p=0.3)  # density counters only
     parser.add_argument("--density-scale", type=float, default=100.0, help="scale of densities in the pixel MSE")
     parser.add_argument("--count-weight", type=float, default=1.0, help="weight of the relative count error")
     parser.add_argument("--description", default="", help="model description for the card")
@@ -195,7 +183,7 @@ def run(args: argparse.Namespace):
     if args.input == "mask":
         records = load_mask_records(train_samples, input_size, args.segmenter, desc="training masks")
         validation = load_mask_records(validation_samples, input_size, args.segmenter, desc="validation masks")
-        dataset, validate = MaskCountDataset(records, args.seed), mask_validator(validation)
+        dataset, validate = mask_batches(records, args.batch_size, args.seed), mask_validator(validation)
 
         def loss_fn(output, batch):
             return count_loss(output, batch["count"])
@@ -204,13 +192,14 @@ def run(args: argparse.Namespace):
         validation = load_density_records(validation_samples, desc="validation images")
         if args.init_from is None:
             init_density_bias(model, float(np.mean([r.targets["density"].mean() for r in records])))
-        crop = args.crop_size - args.crop_size % model.size_divisor
-        dataset = CropDataset(records, Augmenter(crop_size=crop, elastic_p=0.0), args.crops_per_image, seed=args.seed)
+        geometry = crop_geometry(args, model.size_divisor)
+        dataset = DeviceCrops(records, {"density": "mass"}, {"density": 0.0}, args.batch_size, geometry,
+                              crops_per_image=args.crops_per_image, seed=args.seed, target_dtype=torch.float32)
 
         def loss_fn(output, batch):
             return density_loss(output, batch["density"], args.density_scale, args.count_weight)
 
-        validate = density_validator(fixed_crops(validation, crop), loss_fn)
+        validate = density_validator(fixed_crops(validation, geometry.crop_size), loss_fn)
     result = train(model, dataset, loss_fn, loop_config(args), validate)
     if not result.is_main:
         return args.out / args.name
@@ -220,6 +209,7 @@ def run(args: argparse.Namespace):
         normalization=NORMALIZATION, input_size=list(input_size) if input_size else None,
         training={**training_record(args, train_samples, validation_samples), "best_epoch": result.best_epoch,
                   "epochs_run": len(result.history), "stop_reason": result.stop_reason,
+                  **({"augmentation": augmentation_record(dataset)} if args.input == "image" else {}),
                   "targets": (f"masks thresholded from {args.segmenter}" if args.segmenter else "true masks")
                   if args.input == "mask" else "density: unit mass per cell spread over its pixels",
                   "loss": "relative L1 count error" if args.input == "mask" else

@@ -1,4 +1,4 @@
-"""Preloaded images with their targets, served as augmented random crops (torch ``Dataset``) or fixed crops."""
+"""Preloaded images with their targets (records), oversampling lists, and the fixed crops that validate."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
-from .augment import Augmenter
 
 
 @dataclass
@@ -30,40 +27,6 @@ def read_oversampling(path, times: int) -> dict:
             name, _, count = line.partition(",")
             repeats[name.strip()] = int(count) if count.strip() else times
     return repeats
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
-
-
-class CropDataset(Dataset):
-    """Augmented crops: ``crops_per_image`` per image and epoch; an image named in ``repeats`` comes that often.
-
-    Items are dicts of float32 tensors, ``image`` and one per target, each 1 x h x w. Randomness is drawn from
-    ``(seed, epoch, index)``, so an epoch is reproducible whatever the worker processes.
-    """
-
-    def __init__(self, records: list[Record], augmenter: Augmenter, crops_per_image: int = 12,
-                 repeats: dict | None = None, seed: int = 0):
-        repeats = repeats or {}
-        self.records, self.augmenter, self.crops, self.seed = records, augmenter, crops_per_image, seed
-        self.order = [i for i, record in enumerate(records) for _ in range(repeats.get(record.id, 1))]
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the random crops and augmentations (reproducibly) for a new epoch."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.order) * self.crops
-
-    def __getitem__(self, index: int) -> dict:
-        record = self.records[self.order[index // self.crops]]
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        targets = {key: value.astype(np.float32) if value.dtype == np.float16 else value
-                   for key, value in record.targets.items()}
-        image, targets = self.augmenter(record.image.astype(np.float32), targets, rng)
-        return {"image": _tensor(image), **{key: _tensor(value) for key, value in targets.items()}}
 
 
 def fixed_crops(records: list[Record], size: int) -> dict:

@@ -24,9 +24,9 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
+
+from .batches import BatchSource
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
@@ -43,8 +43,6 @@ class TrainConfig:
         Folder for ``checkpoint.pt``, ``metrics.csv`` and ``curves.png``.
     epochs : int
         Maximum number of epochs.
-    batch_size : int
-        Batch size per process.
     lr : float
         Initial Adam learning rate.
     lr_factor, lr_patience : float, int
@@ -53,8 +51,6 @@ class TrainConfig:
         Stop after this many epochs without improvement of the monitored metric.
     seed : int
         Seed of the data order and of every random generator.
-    workers : int
-        DataLoader worker processes.
     steps_per_epoch : int or None
         Cap on the optimizer steps per epoch (None: one pass over the training set).
     time_limit : float or None
@@ -73,13 +69,11 @@ class TrainConfig:
 
     out_dir: Path
     epochs: int = 100
-    batch_size: int = 4
     lr: float = 1e-4
     lr_factor: float = 0.7
     lr_patience: int = 4
     early_stop: int = 20
     seed: int = 0
-    workers: int = 0
     steps_per_epoch: int | None = None
     time_limit: float | None = None
     device: str = "auto"
@@ -158,11 +152,6 @@ def _mean_across(value: float, world: int) -> float:
     return float(tensor.item()) / world
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
-            for key, value in batch.items()}
-
-
 def write_metrics_csv(history: list[dict], path: Path) -> None:
     """Write one row per epoch with the union of the metric names as columns."""
     columns = list(dict.fromkeys(key for row in history for key in row))
@@ -203,7 +192,7 @@ def _cpu_state(model: nn.Module) -> dict:
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
-def train(model: nn.Module, train_set: Dataset, loss_fn: Callable[[torch.Tensor, dict], torch.Tensor],
+def train(model: nn.Module, train_set: BatchSource, loss_fn: Callable[[torch.Tensor, dict], torch.Tensor],
           config: TrainConfig, validate: Callable[[nn.Module, torch.device], dict] | None = None) -> TrainResult:
     """Train ``model`` on ``train_set`` and return the weights of the best epoch.
 
@@ -211,9 +200,9 @@ def train(model: nn.Module, train_set: Dataset, loss_fn: Callable[[torch.Tensor,
     ----------
     model : nn.Module
         Network; called on ``batch["image"]``.
-    train_set : Dataset
-        Yields dicts of tensors with an ``"image"`` key. If it has ``set_epoch(epoch)``, it is called before each
-        epoch so random augmentations differ between epochs yet stay reproducible.
+    train_set : BatchSource
+        Moved to the device once; each epoch yields batches (dicts of tensors with an ``"image"`` key) on the
+        device, reproducible from its seed and the epoch number, each process its own share.
     loss_fn : callable
         ``loss_fn(output, batch)`` -> scalar tensor.
     config : TrainConfig
@@ -282,42 +271,36 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
-                                 drop_last=world > 1)
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda")
-    steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
+    train_set = train_set.to(device)
+    steps = train_set.steps(world)
+    steps = steps if config.steps_per_epoch is None else min(steps, config.steps_per_epoch)
     started = time.monotonic()
     stop_reason = "max epochs"
     for epoch in range(state["epoch"] + 1, config.epochs):
         epoch_start = time.monotonic()
         torch.manual_seed(config.seed * 100_003 + epoch * 101 + rank)
-        sampler.set_epoch(epoch)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
         net.train()
-        total, seen = 0.0, 0
-        bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", disable=not is_main, leave=False,
-                   mininterval=1.0 if os.isatty(2) else 30.0)
+        total, seen = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
+        bar = tqdm(train_set.epoch(epoch, rank, world), total=steps, desc=f"epoch {epoch}", disable=not is_main,
+                   leave=False, mininterval=1.0 if os.isatty(2) else 30.0)
         for step, batch in enumerate(bar):
             if step >= steps:
                 break
-            batch = _to_device(batch, device)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 output = net(batch["image"])
             loss = loss_fn(output.float(), batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"Loss became {loss.item()} at epoch {epoch} step {step}; lower --lr.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.item())
+            total += loss.detach()
             seen += 1
-            bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
         bar.close()
+        mean_loss = float(total) / max(seen, 1)
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"The training loss became {mean_loss} in epoch {epoch}; lower --lr.")
 
-        row = {"epoch": epoch, "train_loss": _mean_across(total / max(seen, 1), world)}
+        row = {"epoch": epoch, "train_loss": _mean_across(mean_loss, world)}
         if is_main and validate is not None:
             model.eval()
             with torch.no_grad():

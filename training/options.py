@@ -49,7 +49,6 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, lr: float, batch_size
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap on optimizer steps per epoch")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -59,6 +58,38 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, lr: float, batch_size
                         help="skip scoring the saved model on the whole validation images")
     parser.add_argument("--limit", type=int, default=None,
                         help="use at most this many training and validation images per source (quick trials)")
+
+
+def add_crop_arguments(parser: argparse.ArgumentParser, *, crop_size: int, crops_per_image: int,
+                       elastic_p: float) -> None:
+    """Add the options of the augmented crops (:class:`training.device_crops.Geometry`)."""
+    parser.add_argument("--crop-size", type=int, default=crop_size, help="crop side in pixels (default %(default)s)")
+    parser.add_argument("--crops-per-image", type=int, default=crops_per_image,
+                        help="crops per image and epoch (default %(default)s)")
+    parser.add_argument("--scale-p", type=float, default=0.5, help="probability of a random zoom (default %(default)s)")
+    parser.add_argument("--scale-range", type=float, nargs=2, default=(0.25, 4.0), metavar=("MIN", "MAX"),
+                        help="zoom range, log-uniform; 2 = cells twice as large (default 0.25 4)")
+    parser.add_argument("--elastic-p", type=float, default=elastic_p,
+                        help="probability of an elastic deformation (default %(default)s)")
+    parser.add_argument("--negative-p", type=float, default=0.1,
+                        help="share of empty crops: real background, noise, constant, out-of-focus (default %(default)s)")
+
+
+def crop_geometry(args: argparse.Namespace, size_divisor: int):
+    """The :class:`training.device_crops.Geometry` the options ask for (crop side rounded down to the network's
+    size divisor)."""
+    from .device_crops import Geometry
+
+    return Geometry(crop_size=args.crop_size - args.crop_size % size_divisor, scale_p=args.scale_p,
+                    scale_range=tuple(args.scale_range), elastic_p=args.elastic_p, negative_p=args.negative_p)
+
+
+def augmentation_record(crops) -> dict:
+    """The card's ``training.augmentation``: the crops' geometry and intensity settings."""
+    from dataclasses import asdict
+
+    return {"geometry": asdict(crops.geometry), "photometric": asdict(crops.photometric),
+            "crops_per_image": crops.crops_per_image}
 
 
 def build_model(args: argparse.Namespace):
@@ -82,9 +113,9 @@ def build_model(args: argparse.Namespace):
 
 def loop_config(args: argparse.Namespace, monitor: str = "val_loss") -> TrainConfig:
     """Build the :class:`TrainConfig` from parsed options."""
-    return TrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    return TrainConfig(out_dir=args.out, epochs=args.epochs, lr=args.lr,
                        lr_factor=args.lr_factor, lr_patience=args.lr_patience, early_stop=args.early_stop,
-                       seed=args.seed, workers=args.workers, steps_per_epoch=args.steps_per_epoch,
+                       seed=args.seed, steps_per_epoch=args.steps_per_epoch,
                        time_limit=args.time_limit, device=args.device, amp=not args.no_amp, resume=args.resume,
                        monitor=monitor)
 

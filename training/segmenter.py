@@ -11,16 +11,16 @@ from tqdm import tqdm
 from cellcount_core.model_files import ModelCard, save_model
 from cellcount_core.normalization import normalize_percentile
 
-from .augment import Augmenter
-from .crops import CropDataset, Record, batches, fixed_crops, read_oversampling
+from .crops import Record, batches, fixed_crops, read_oversampling
 from .datasets import Sample, read_image
+from .device_crops import DeviceCrops
 from .instances import read_instances, separate_touching
 from .loop import seed_everything, train
 from .losses import segmentation_loss
-from .options import (add_data_arguments, add_loop_arguments, build_model, loop_config, read_split,
-                      training_record)
+from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
+                      crop_geometry, loop_config, read_split, training_record)
 from .validation import write_validation_metrics
-from .weight_maps import weight_map
+from .weight_maps import BACKGROUND_WEIGHT, weight_map
 
 NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
@@ -82,8 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``cellcount-train train-segmenter``."""
     add_data_arguments(parser)
     add_loop_arguments(parser, lr=0.006, batch_size=4)
-    parser.add_argument("--crop-size", type=int, default=512, help="random crop side (c-ResUnet: 512)")
-    parser.add_argument("--crops-per-image", type=int, default=12, help="crops per image and epoch (c-ResUnet: 12)")
+    add_crop_arguments(parser, crop_size=512, crops_per_image=12, elastic_p=0.3)  # c-ResUnet: 512, 12 per image
     parser.add_argument("--w0", type=float, default=5.0, help="weight-map border weight")
     parser.add_argument("--sigma", type=float, default=3.0, help="weight-map decay length in pixels")
     parser.add_argument("--no-contact-gaps", dest="contact_gaps", action="store_false",
@@ -91,7 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dice-weight", type=float, default=0.0, help="add this times the soft Dice loss")
     parser.add_argument("--oversample", type=Path, help="file of image ids to repeat (id or id,times per line)")
     parser.add_argument("--oversample-times", type=int, default=4, help="default repeats for --oversample ids")
-    parser.add_argument("--elastic-p", type=float, default=0.3, help="probability of elastic deformation")
     parser.add_argument("--description", default="", help="model description for the card")
 
 
@@ -102,15 +100,17 @@ def run(args: argparse.Namespace) -> Path:
     records = load_records(train_samples, args.w0, args.sigma, args.contact_gaps, desc="training images")
     validation = load_records(validation_samples, args.w0, args.sigma, args.contact_gaps, desc="validation images")
     model, params = build_model(args)
-    crop = args.crop_size - args.crop_size % model.size_divisor
     repeats = read_oversampling(args.oversample, args.oversample_times) if args.oversample else {}
-    dataset = CropDataset(records, Augmenter(crop_size=crop, elastic_p=args.elastic_p),
-                                  args.crops_per_image, repeats, args.seed)
+    geometry = crop_geometry(args, model.size_divisor)
+    crops = DeviceCrops(records, {"mask": "binary", "weight": "smooth"}, {"mask": 0.0, "weight": BACKGROUND_WEIGHT},
+                        args.batch_size, geometry, crops_per_image=args.crops_per_image, repeats=repeats,
+                        seed=args.seed)
 
     def loss_fn(logits, batch):
         return segmentation_loss(logits, batch, args.dice_weight)
 
-    result = train(model, dataset, loss_fn, loop_config(args), crop_validator(fixed_crops(validation, crop), loss_fn))
+    validate = crop_validator(fixed_crops(validation, geometry.crop_size), loss_fn)
+    result = train(model, crops, loss_fn, loop_config(args), validate)
     if not result.is_main:
         return args.out / args.name
     model.load_state_dict(result.best_state)
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> Path:
         default_threshold={"value": 0.5, "method": "simple"},
         training={**training_record(args, train_samples, validation_samples), "best_epoch": result.best_epoch,
                   "epochs_run": len(result.history), "stop_reason": result.stop_reason,
+                  "augmentation": augmentation_record(crops),
                   "loss": f"weighted BCE (w0={args.w0}, sigma={args.sigma}, class weights 1/1.5)"
                           + (", gaps between touching cells" if args.contact_gaps else "")
                           + (f" + {args.dice_weight} soft Dice" if args.dice_weight else "")},

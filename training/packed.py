@@ -1,0 +1,127 @@
+"""Images of different sizes held in one flat tensor per pyramid level, and bilinear sampling from them.
+
+Training images (and their targets) are decoded once and kept in device memory: every image's channels are laid
+end to end in a ``C x total_pixels`` tensor, with each image's start and size recorded, so images of any size
+share one tensor without padding. Levels 1 and 2 are 2x and 4x area-averaged copies (mip-maps): a crop drawn at a
+quarter of the original size samples the 4x level, so small objects are averaged, not aliased away.
+
+:func:`sample` reads any set of per-sample coordinate grids from such a stack in one batched gather (bilinear, zero
+outside each image), on the CPU or a GPU alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Pyramid levels kept: 1x, 1/2 and 1/4 of the original size.
+LEVELS = 3
+
+
+@dataclass
+class PackedStack:
+    """``N`` images of ``C`` channels, each of its own size, at :data:`LEVELS` resolutions.
+
+    Attributes
+    ----------
+    levels : list of Tensor
+        Per level, ``C x P`` values (P = all pixels of all images at that level, row-major per image).
+    starts, heights, widths : Tensor
+        ``LEVELS x N`` int64: where each image begins in its level's tensor and its size there.
+    """
+
+    levels: list
+    starts: torch.Tensor
+    heights: torch.Tensor
+    widths: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        """Number of images."""
+        return self.starts.shape[1]
+
+    def to(self, device) -> PackedStack:
+        """A copy on ``device``."""
+        return PackedStack([level.to(device) for level in self.levels], self.starts.to(device),
+                           self.heights.to(device), self.widths.to(device))
+
+
+def pack(arrays: list[np.ndarray], dtype=torch.float16) -> PackedStack:
+    """Pack ``C x H x W`` (or ``H x W``) arrays of any sizes into a :class:`PackedStack` of ``dtype``.
+
+    Each further level averages 2 x 2 blocks of the one before (an odd last row or column is dropped).
+    """
+    per_level = [[] for _ in range(LEVELS)]
+    sizes = np.zeros((3, LEVELS, len(arrays)), np.int64)  # start, height, width
+    for index, array in enumerate(arrays):
+        level = torch.from_numpy(np.asarray(array, np.float32))
+        level = level[None] if level.ndim == 2 else level
+        for k in range(LEVELS):
+            if k:
+                level = F.avg_pool2d(level[None], 2)[0] if min(level.shape[1:]) >= 2 else level
+            per_level[k].append(level.flatten(1).to(dtype))
+            sizes[1:, k, index] = level.shape[1:]
+    sizes[0] = np.cumsum(sizes[1] * sizes[2], axis=1) - sizes[1] * sizes[2]
+    starts, heights, widths = (torch.from_numpy(part) for part in sizes)
+    return PackedStack([torch.cat(parts, dim=1) for parts in per_level], starts, heights, widths)
+
+
+def level_for_scale(scale: torch.Tensor) -> torch.Tensor:
+    """The pyramid level to sample for each zoom ``scale`` (output pixels per original pixel): round(log2(1/s))."""
+    return torch.round(-torch.log2(scale)).clamp(0, LEVELS - 1).long()
+
+
+def sample(stack: PackedStack, index: torch.Tensor, level: torch.Tensor, y: torch.Tensor,
+           x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear samples of images ``index`` at original-resolution coordinates ``y, x``, from pyramid ``level``.
+
+    Parameters
+    ----------
+    stack : PackedStack
+    index, level : Tensor
+        ``B`` int64: the image and pyramid level of each sample.
+    y, x : Tensor
+        ``B x H x W`` float32 coordinates in pixels of the original image (pixel centres at integers).
+
+    Returns
+    -------
+    values : Tensor
+        ``B x C x H x W`` float32; pixels outside the image count as 0.
+    inside : Tensor
+        ``B x 1 x H x W`` float32: the share of the bilinear weight that fell inside the image (1 inside, 0 far
+        outside).
+    """
+    batch, height, width = y.shape
+    channels = stack.levels[0].shape[0]
+    values = torch.zeros(batch, channels, height, width, device=y.device)
+    inside = torch.zeros(batch, 1, height, width, device=y.device)
+    for k in range(LEVELS):
+        chosen = torch.nonzero(level == k).flatten()
+        if len(chosen):
+            values[chosen], inside[chosen] = _bilinear(stack, k, index[chosen], y[chosen], x[chosen])
+    return values, inside
+
+
+def _bilinear(stack: PackedStack, k: int, index, y, x):
+    """Bilinear gather at level ``k`` for samples that all use that level."""
+    step = 2.0**k
+    y, x = (y + 0.5) / step - 0.5, (x + 0.5) / step - 0.5  # pixel centres of the coarser level
+    start, height, width = (part[k, index].view(-1, 1, 1) for part in (stack.starts, stack.heights, stack.widths))
+    data = stack.levels[k]
+    y0, x0 = torch.floor(y), torch.floor(x)
+    fy, fx = y - y0, x - x0
+    y0, x0 = y0.long(), x0.long()
+    values = torch.zeros(data.shape[0], *y.shape, device=y.device)
+    inside = torch.zeros(y.shape, device=y.device)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            row, col = y0 + dy, x0 + dx
+            valid = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+            weight = wy * wx * valid
+            flat = start + row.clamp(min=0).minimum(height - 1) * width + col.clamp(min=0).minimum(width - 1)
+            values += data[:, flat].float() * weight
+            inside += weight
+    return values.transpose(0, 1), inside[:, None]
