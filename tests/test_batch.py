@@ -139,6 +139,12 @@ def test_several_workers_share_a_gpu_with_a_memory_fraction():
     assert worker_environment(0, 0, []) == {}
 
 
+def test_the_memory_fraction_variable_is_the_one_the_plugins_read():
+    from cellcount_core import gpu
+
+    assert MEMORY_FRACTION_VARIABLE == gpu.MEMORY_FRACTION_VARIABLE
+
+
 def probe_environment(spec):
     """Run on a Dask worker: the GPU variables its CellProfiler process would get."""
     from cellcount_cellprofiler.batch.cellprofiler_run import _worker_name

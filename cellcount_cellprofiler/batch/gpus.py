@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 
-from cellcount_core.gpu import MEMORY_FRACTION_VARIABLE
+#: The variable cellcount_core.gpu reads in each CellProfiler process (named here so that this module needs no torch).
+MEMORY_FRACTION_VARIABLE = "CELLCOUNT_GPU_MEMORY_FRACTION"
 
 
 def visible_gpus(environ=None):
