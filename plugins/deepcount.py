@@ -22,6 +22,7 @@ from cellprofiler_core.setting.subscriber import ImageSubscriber
 from cellprofiler_core.setting.text import Alphanumeric
 
 from _model_settings import ModelSettings
+from _run_errors import names_image_set
 from cellcount_core.bundled import DEFAULT_COUNTER
 
 CATEGORY = "DeepCount"
@@ -30,7 +31,7 @@ CATEGORY = "DeepCount"
 class DeepCount(ModelSettings, Module):
     module_name = "DeepCount"
     category = "Measurement"
-    variable_revision_number = 1
+    variable_revision_number = 2
     model_kind = "counter"
     default_model = DEFAULT_COUNTER
 
@@ -47,20 +48,24 @@ class DeepCount(ModelSettings, Module):
         self.create_model_settings()
 
     def settings(self):
-        return [self.x_name, self.count_name] + self.model_settings()
+        return [self.x_name, self.count_name] + self.model_settings() + self.cell_size_settings()
 
     def visible_settings(self):
-        return [self.x_name, self.count_name] + self.visible_model_settings()
+        return [self.x_name, self.count_name] + self.visible_model_settings() + self.visible_cell_size_settings()
 
+    @names_image_set
     def run(self, workspace):
-        from cellcount_core.inference import predict_count
+        from cellcount_core.image_checks import check_image
+        from cellcount_core.inference import predict_count_at_cell_scale
 
         image = workspace.image_set.get_image(self.x_name.value)
         if image.volumetric:
             raise ValueError(f"DeepCount got a 3-D image '{self.x_name.value}'; it counts 2-D images.")
+        check_image(image.pixel_data, source=f"image '{self.x_name.value}'")
         self.model_card()
-        count = predict_count(
-            image.pixel_data, model=self.model_path(), device=self.device.value, tile_size=self.tile_size.value
+        count, _ = predict_count_at_cell_scale(
+            image.pixel_data, model=self.model_path(), device=self.device.value, tile_size=self.tile_size.value,
+            cell_size=self.cell_size(),
         )
         workspace.measurements.add_image_measurement(self.count_feature(), float(count))
         if self.show_window:

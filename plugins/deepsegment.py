@@ -19,6 +19,8 @@ Measurements made by this module
 
 -  *DeepSegment_ModelThreshold_<output image>*: the threshold recommended by the model's card (tuned on
    validation images); DeepThreshold's *Model default* method uses it.
+-  *DeepSegment_ScaleFactor_<output image>*: the factor the image was resized by before the network to bring
+   its cells to the model's size (1 when it was not resized).
 """
 
 from cellprofiler_core.constants.measurement import COLTYPE_FLOAT, IMAGE
@@ -27,16 +29,18 @@ from cellprofiler_core.module import ImageProcessing
 from cellprofiler_core.setting.text import Integer
 
 from _model_settings import ModelSettings
+from _run_errors import names_image_set
 from cellcount_core.bundled import DEFAULT_SEGMENTER
 
 CATEGORY = "DeepSegment"
 MODEL_THRESHOLD = "ModelThreshold"
+SCALE_FACTOR = "ScaleFactor"
 
 
 class DeepSegment(ModelSettings, ImageProcessing):
     module_name = "DeepSegment"
     category = "Image Processing"
-    variable_revision_number = 1
+    variable_revision_number = 2
     model_kind = "segmenter"
     default_model = DEFAULT_SEGMENTER
 
@@ -54,13 +58,16 @@ class DeepSegment(ModelSettings, ImageProcessing):
         )
 
     def settings(self):
-        return [self.x_name, self.y_name] + self.model_settings() + [self.batch_size]
+        return [self.x_name, self.y_name] + self.model_settings() + [self.batch_size] + self.cell_size_settings()
 
     def visible_settings(self):
-        return [self.x_name, self.y_name] + self.visible_model_settings() + [self.batch_size]
+        return ([self.x_name, self.y_name] + self.visible_model_settings() + [self.batch_size]
+                + self.visible_cell_size_settings())
 
+    @names_image_set
     def run(self, workspace):
-        from cellcount_core.inference import predict_probability
+        from cellcount_core.image_checks import check_image
+        from cellcount_core.inference import predict_probability_at_cell_scale
 
         image = workspace.image_set.get_image(self.x_name.value)
         if image.volumetric:
@@ -68,36 +75,42 @@ class DeepSegment(ModelSettings, ImageProcessing):
                 f"DeepSegment got a 3-D image '{self.x_name.value}'; it segments 2-D images. "
                 "Process the planes one at a time."
             )
+        check_image(image.pixel_data, source=f"image '{self.x_name.value}'")
         card = self.model_card()
-        probability = predict_probability(
+        probability, scale = predict_probability_at_cell_scale(
             image.pixel_data,
             model=self.model_path(),
             device=self.device.value,
             tile_size=self.tile_size.value,
             batch_size=self.batch_size.value,
+            cell_size=self.cell_size(),
         )
         workspace.image_set.add(self.y_name.value, Image(probability, parent_image=image, convert=False))
         workspace.measurements.add_image_measurement(
             self.threshold_feature(), float(card.default_threshold["value"])
         )
+        workspace.measurements.add_image_measurement(self.feature(SCALE_FACTOR), float(scale.factor))
         if self.show_window:
             workspace.display_data.x_data = image.pixel_data
             workspace.display_data.y_data = probability
             workspace.display_data.dimensions = image.dimensions
 
+    def feature(self, measurement):
+        return f"{CATEGORY}_{measurement}_{self.y_name.value}"
+
     def threshold_feature(self):
-        return f"{CATEGORY}_{MODEL_THRESHOLD}_{self.y_name.value}"
+        return self.feature(MODEL_THRESHOLD)
 
     def get_measurement_columns(self, pipeline):
-        return [(IMAGE, self.threshold_feature(), COLTYPE_FLOAT)]
+        return [(IMAGE, self.feature(name), COLTYPE_FLOAT) for name in (MODEL_THRESHOLD, SCALE_FACTOR)]
 
     def get_categories(self, pipeline, object_name):
         return [CATEGORY] if object_name == IMAGE else []
 
     def get_measurements(self, pipeline, object_name, category):
-        return [MODEL_THRESHOLD] if object_name == IMAGE and category == CATEGORY else []
+        return [MODEL_THRESHOLD, SCALE_FACTOR] if object_name == IMAGE and category == CATEGORY else []
 
     def get_measurement_images(self, pipeline, object_name, category, measurement):
-        if object_name == IMAGE and category == CATEGORY and measurement == MODEL_THRESHOLD:
+        if object_name == IMAGE and category == CATEGORY and measurement in (MODEL_THRESHOLD, SCALE_FACTOR):
             return [self.y_name.value]
         return []

@@ -52,6 +52,8 @@ from cellprofiler_core.setting.choice import Choice
 from cellprofiler_core.setting.range import IntegerRange
 from cellprofiler_core.setting.text import Float, ImageName, Integer, OddInteger
 
+from _run_errors import names_image_set
+
 THRESHOLD_METHODS = {
     "Model default": "model default",
     "Simple (0.5)": "simple",
@@ -166,6 +168,7 @@ The watershed that splits touching cells and the smallest object kept are sized 
                 self.size_range,
             )
 
+    @names_image_set
     def run(self, workspace):
         from cellcount_core.postprocess import remove_objects_outside_diameter
         from cellcount_core.segmentation import labels_from_probability
