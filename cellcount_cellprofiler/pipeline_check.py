@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cellcount_cellprofiler.pipeline_loading import describe_import_error, load_pipeline
+from cellcount_cellprofiler.pipeline_loading import CELLCOUNT_MODULES, describe_import_error, load_pipeline
 
 
 @dataclass
@@ -38,6 +38,7 @@ class CheckReport:
     warnings: list = field(default_factory=list)
     disabled: list = field(default_factory=list)
     models: list = field(default_factory=list)
+    advice: list = field(default_factory=list)  # how to fix what was found, printed after the problems
 
     @property
     def problems(self):
@@ -76,13 +77,16 @@ class CheckReport:
         truncation = self.truncation()
         if truncation:
             lines.append(truncation)
+        lines += self.advice
         return "\n".join(lines)
 
 
-def check_pipeline(path, plugin_folder):
+def check_pipeline(path, plugin_folder, folders=None):
     """Load ``path`` in the running headless CellProfiler and check its modules, settings and models.
 
-    CellProfiler must have been started with ``plugin_folder`` as its plugin directory.
+    CellProfiler must have been started with ``plugin_folder`` as its plugin directory, or with none (its own
+    default folders) when ``folders`` (a :class:`~cellcount_cellprofiler.pipeline_loading.PluginFolders`)
+    says so; the report then names the folders and, if the cellcount modules are missing, how to give them.
 
     Returns
     -------
@@ -92,8 +96,11 @@ def check_pipeline(path, plugin_folder):
 
     loaded = load_pipeline(path, plugin_folder)
     pipeline, checked_models = loaded.pipeline, {}
-    report = CheckReport(str(path), str(plugin_folder), loaded.file_modules, len(pipeline.modules(False)),
-                         stops_silently=not loaded.is_json, load_problems=loaded.problems)
+    report = CheckReport(str(path), folders.describe() if folders else str(plugin_folder), loaded.file_modules,
+                         len(pipeline.modules(False)), stops_silently=not loaded.is_json,
+                         load_problems=loaded.problems)
+    if folders is not None and folders.given is None:
+        report.advice += _plugin_folder_advice(loaded.problems)
     for module in pipeline.modules(False):
         position = loaded.position_of(module)
         if not module.enabled:
@@ -117,6 +124,18 @@ def check_pipeline(path, plugin_folder):
         except ValidationError as warning:
             report.warnings.append(str(Finding(position, module.module_name, warning.message)))
     return report
+
+
+def _plugin_folder_advice(load_problems):
+    """How to give CellProfiler the cellcount plugins, when they did not load from its default folders."""
+    from cellcount_cellprofiler.plugin_folder import plugins_dir
+
+    if not any(problem.module_name in CELLCOUNT_MODULES for problem in load_problems):
+        return []
+    return [f"Fix: give CellProfiler cellcount's plugin folder, {plugins_dir()}: run `cellprofiler -c -r -p "
+            "PIPELINE ... --plugins-directory $(cellcount plugins-dir)` and check the same command with "
+            "`cellcount check-pipeline PIPELINE --plugins-directory $(cellcount plugins-dir)`. In the GUI, set "
+            "File > Preferences > CellProfiler plugins directory to that folder (headless runs do not read it)."]
 
 
 def _check_model(module, cache):

@@ -75,21 +75,71 @@ def quiet_cellprofiler(verbose=False):
         logging.disable(previous)
 
 
-@contextmanager
-def headless_cellprofiler(plugin_folder=None):
-    """Headless CellProfiler with a plugin folder (default: cellcount's); yields the folder used.
+@dataclass
+class PluginFolders:
+    """The plugin folders a headless CellProfiler searches: the one given, or CellProfiler's own defaults."""
 
+    given: Path | None  # --plugins-directory, or None when CellProfiler chooses
+    searched: list  # the folders CellProfiler reads, in its order (only existing ones are read)
+
+    @property
+    def primary(self):
+        """The folder failures are explained against: the given one, else CellProfiler's first default."""
+        return self.given if self.given is not None else next(iter(self.searched), None)
+
+    def describe(self):
+        """Which folder(s) the check used, in words."""
+        if self.given is not None:
+            return str(self.given)
+        listed = ", ".join(f"{folder}{'' if folder.is_dir() else ' (absent)'}" for folder in self.searched)
+        return (f"none given, so what a headless `cellprofiler` run without --plugins-directory reads: "
+                f"{listed or 'no folder'} (headless runs do not read the GUI's plugins-directory preference)")
+
+
+def cellprofiler_default_plugin_folders():
+    """The plugin folders a headless CellProfiler run without ``--plugins-directory`` reads, in its order.
+
+    Call it after ``set_headless()``. CellProfiler 5 reads its plugins-directory preference, which a headless run
+    leaves unset (its headless configuration starts empty; the GUI's preference file is read through wx only),
+    then ``official_plugins`` in the user data folder (``~/.local/share/CellProfiler/official_plugins`` on
+    Linux). CellProfiler 4.2.8 reads the preference only.
+    """
+    from cellprofiler_core.preferences import get_plugin_directory
+
+    folders = [get_plugin_directory()]
+    try:
+        from cellprofiler_core.utilities.core.plugins import get_official_plugins_directory
+    except ImportError:  # CellProfiler 4.2.8
+        pass
+    else:
+        folders.append(get_official_plugins_directory())
+    return [Path(folder) for folder in folders if folder]
+
+
+@contextmanager
+def headless_cellprofiler(plugin_folder=None, cellprofiler_default=False):
+    """Headless CellProfiler with a plugin folder; yields the folder failures are explained against.
+
+    ``plugin_folder`` None means cellcount's own plugin folder, or, with ``cellprofiler_default``, the folders
+    CellProfiler itself reads without ``--plugins-directory`` (:func:`cellprofiler_default_plugin_folders`).
     CellProfiler 4 validates file filters in Java, so its JVM (javabridge) runs until the block ends;
     CellProfiler 5 needs no JVM to load and validate pipelines.
     """
-    from cellcount_cellprofiler.pipeline_builder import start_cellprofiler
+    from cellprofiler_core.preferences import set_headless, set_plugin_directory
+    from cellprofiler_core.utilities.core.modules import fill_modules
+
     from cellcount_cellprofiler.plugin_folder import plugins_dir
 
-    folder = Path(plugin_folder or plugins_dir()).resolve()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Plugin folder {folder} is not a folder. Name the folder that holds the plugin "
-                                "files (`cellcount plugins-dir` prints cellcount's).")
-    start_cellprofiler(folder)
+    set_headless()
+    if plugin_folder is None and cellprofiler_default:
+        folder = PluginFolders(None, cellprofiler_default_plugin_folders()).primary
+    else:
+        folder = Path(plugin_folder or plugins_dir()).resolve()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"Plugin folder {folder} is not a folder. Name the folder that holds the "
+                                    "plugin files (`cellcount plugins-dir` prints cellcount's).")
+        set_plugin_directory(str(folder), globally=False)
+    fill_modules()
     if importlib.util.find_spec("javabridge") is None:
         yield folder
         return
@@ -273,8 +323,8 @@ def _explain_unknown_module(module_name, unknown, plugin_folder):
         from cellcount_cellprofiler.plugin_folder import plugins_dir
 
         return (f"it is a cellcount plugin, but {where}. Run CellProfiler with --plugins-directory {plugins_dir()} "
-                "(the folder `cellcount plugins-dir` prints), or copy the plugins there with "
-                "`cellcount install-plugins DIR`.")
+                "(the folder `cellcount plugins-dir` prints), or copy the plugins into a folder of your own with "
+                "`cellcount install-plugins DIR` and pass that folder.")
     message = str(unknown)
     if message.startswith("Could not find the"):
         message = f"{module_name} is not a module of this CellProfiler"

@@ -1,9 +1,11 @@
 """cellcount check-pipeline: every module that did not load is named with the reason, setting and model errors
 are reported, and the command exits non-zero on any of them."""
 
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -145,17 +147,55 @@ def test_json_pipeline_with_an_unknown_module(cellprofiler, tmp_path):
 
 # ---------------------------------------------------------------- the command, as cluster users run it
 
-def run_check(*arguments):
+def run_check(*arguments, data_home=None):
+    """``cellcount check-pipeline ARGUMENTS``; ``data_home`` is $XDG_DATA_HOME, where CellProfiler 5 keeps its
+    official_plugins folder (an empty folder of the test's own when None, so the user's never counts)."""
+    data_home = data_home or Path(tempfile.mkdtemp())
     return subprocess.run([CELLCOUNT, "check-pipeline", *map(str, arguments)], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, "XDG_DATA_HOME": str(data_home)})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["compare_counts.cppipe", "deep_count.cppipe"])
 def test_shipped_pipelines_pass(name):
-    completed = run_check(PIPELINES / name)
+    from cellcount_cellprofiler.plugin_folder import plugins_dir
+
+    completed = run_check(PIPELINES / name, "--plugins-directory", plugins_dir())
     assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"plugin folder: {plugins_dir()}" in completed.stdout
     assert "nuclei-segmenter (segmenter" in completed.stdout and "nuclei-counter (counter" in completed.stdout
+
+
+@pytest.mark.slow
+def test_without_a_plugin_folder_the_check_judges_cellprofilers_own_default_and_fails(tmp_path):
+    """A headless `cellprofiler` run without --plugins-directory reads only $XDG_DATA_HOME/CellProfiler/
+    official_plugins (its plugins-directory preference is unset in headless runs): it would drop the deep modules."""
+    from cellcount_cellprofiler.plugin_folder import plugins_dir
+
+    completed = run_check(PIPELINES / "deep_count.cppipe", data_home=tmp_path)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    said = completed.stdout
+    official = tmp_path / "CellProfiler" / "official_plugins"
+    assert (f"plugin folder: none given, so what a headless `cellprofiler` run without --plugins-directory reads: "
+            f"{official} (absent)") in said
+    assert f"module 5 DeepSegment: did not load: it is a cellcount plugin, but the plugin folder {official}" in said
+    assert "would stop loading at module 5 (DeepSegment)" in said
+    assert (f"Fix: give CellProfiler cellcount's plugin folder, {plugins_dir()}: run `cellprofiler -c -r -p "
+            "PIPELINE ... --plugins-directory $(cellcount plugins-dir)`") in said
+
+
+@pytest.mark.slow
+def test_without_a_plugin_folder_the_plugins_in_cellprofilers_default_folder_count(tmp_path):
+    from cellcount_cellprofiler.plugin_install import plugin_files
+
+    official = tmp_path / "CellProfiler" / "official_plugins"
+    official.mkdir(parents=True)
+    for source in plugin_files():
+        shutil.copy(source, official / source.name)
+    completed = run_check(PIPELINES / "deep_count.cppipe", data_home=tmp_path)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"run without --plugins-directory reads: {official} (headless runs" in completed.stdout
+    assert "Fix:" not in completed.stdout
 
 
 @pytest.mark.slow
