@@ -132,9 +132,10 @@ def predict_at_cell_scale(
     Notes
     -----
     The estimate: the coarse probes (:data:`PROBE_FACTORS`) first, which find cells larger than the band; if
-    none does, a full-size pass, whose own diameter decides whether cells smaller or larger than the band need
-    a resized pass. A resized pass whose cells still fall outside the band (the first estimate was off) is
-    corrected once.
+    none does, a full-size pass, whose own diameter decides whether cells larger than the band need a reduced
+    pass. An estimated size never enlarges an image (noise and specks would become cell-sized blobs); a given
+    `diameter` below the band does. A reduced pass whose cells still fall outside the band (the first
+    estimate was off) is corrected once, never beyond the image's own size.
     """
     shape = image.shape[:2]
     if diameter is not None:
@@ -144,14 +145,14 @@ def predict_at_cell_scale(
     if estimate == 0.0:
         values = run(image)
         estimate = diameter_in_probability(values, threshold)
-        if scale_factor(estimate, band) == 1.0:
+        if estimate <= band[1]:  # enlarging an image of specks would turn its noise into cell-sized blobs
             return values, CellScale(1.0, estimate)
     factor = scale_factor(estimate, band)
     values = run(resize_image(image, factor))
     seen = diameter_in_probability(values, threshold)
     correction = scale_factor(seen, band)
     if correction != 1.0:
-        factor = float(np.clip(factor * correction, *FACTOR_LIMITS))
+        factor = float(np.clip(factor * correction, FACTOR_LIMITS[0], 1.0))
         values = run(resize_image(image, factor))
         seen = diameter_in_probability(values, threshold)
     return _resize_to(values, shape), CellScale(factor, seen / factor if seen > 0 else estimate)

@@ -124,8 +124,9 @@ def noise_sigma(image):
     Immerkaer's estimator (Computer Vision and Image Understanding 64, 1996) with a median instead of a mean:
     the image is filtered with the difference of two Laplacians, which cancels smooth structure and multiplies
     white noise by 6, and the median absolute response is turned into a standard deviation. Images above
-    ``PERCENTILE_SAMPLE_PIXELS`` are measured on their central window of that size. Integer images get at
-    least 0.5 (their quantization step) so that a noiseless background is not taken for a perfect signal.
+    ``PERCENTILE_SAMPLE_PIXELS`` are measured on their central window of that size. The result is at least half
+    the image's quantization step (the smallest difference between two of its values), so that a noiseless
+    8-bit background, whose median response is 0, is not taken for a perfect signal.
 
     Parameters
     ----------
@@ -140,7 +141,8 @@ def noise_sigma(image):
     side = int(math.sqrt(PERCENTILE_SAMPLE_PIXELS))
     top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
     window = image[top:top + side, left:left + side].astype(np.float32)
-    floor = 0.5 if not np.issubdtype(image.dtype, np.floating) else 0.0
+    steps = np.diff(np.unique(window))
+    floor = 0.5 * float(steps.min()) if steps.size else 0.0
     if min(window.shape) < 3:
         return floor
     response = cv2.filter2D(window, -1, _NOISE_KERNEL)[1:-1, 1:-1]

@@ -28,11 +28,12 @@ from cellcount_core.metrics import count_errors, match_detections
 
 from .baseline import BASELINES, baseline_labels
 from .datasets import Sample, read_image
-from .threshold_tuning import (DetectionCurve, add_dataset_arguments, add_inference_arguments, default_split,
+from .threshold_tuning import (DetectionCurve, Reference, add_dataset_arguments, add_inference_arguments, default_split,
                                image_detections, object_diameter, read_reference, select_samples, threshold_choices,
                                write_curve)
 
-__all__ = ["COUNT_RANGES", "GROUPS", "COUNTER_MASKS", "Models", "count_range", "evaluate_samples", "summarize",
+__all__ = ["COUNT_RANGES", "GROUPS", "COUNTER_MASKS", "Models", "count_range", "evaluate_image", "evaluate_samples",
+           "summarize",
            "markdown_table", "write_outputs", "add_arguments", "run"]
 
 #: Count ranges for grouping, (low, high) inclusive; BBBC005 holds 1..100 cells per image.
@@ -72,6 +73,9 @@ class Models:
     true_diameter : bool
         Use each image's true median cell diameter instead (needs instance labels): an upper bound that shows
         how much the diameter estimate costs.
+    cell_size : "auto", "off" or float
+        How images are brought to the networks' cell size (see
+        :func:`cellcount_core.inference.predict_probability_at_cell_scale`).
     """
 
     segmenter: str | Path | None = "default"
@@ -83,6 +87,7 @@ class Models:
     batch_size: int = 4
     diameter: float | None = None
     true_diameter: bool = False
+    cell_size: str | float = "auto"
     cards: dict = field(default_factory=dict, init=False)
 
     def load_cards(self) -> None:
@@ -131,18 +136,25 @@ def _detections(prefix: str, true_labels, labels, radius: float) -> dict:
 
 def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.ndarray | None]:
     """Per-image row and, when ``thresholds`` are given, the tp/fp/fn of each threshold."""
-    from cellcount_core.inference import predict_count, predict_probability
+    row = {"id": sample.id, **{key: sample.meta[key] for key in ("blur", "stain") if key in sample.meta}}
+    return evaluate_image(read_image(sample.image_path), read_reference(sample), models, thresholds, row)
+
+
+def evaluate_image(image: np.ndarray, reference: Reference, models: Models, thresholds=None,
+                   row: dict | None = None) -> tuple[dict, np.ndarray | None]:
+    """Run every method of `models` (cards loaded) on one image; its row and the tp/fp/fn of each threshold.
+
+    `row` holds the columns that name the image (``id``, grouping columns); counts and detections are added.
+    """
+    from cellcount_core.inference import predict_count, predict_count_at_cell_scale
+    from cellcount_core.inference import predict_probability_at_cell_scale
     from cellcount_core.segmentation import labels_from_probability
     from cellcount_core.thresholds import apply_threshold
 
-    image = read_image(sample.image_path)
-    reference = read_reference(sample)
     labelled = reference.labels is not None
     true_diameter = object_diameter(reference.labels) if labelled else 0.0
     radius = (true_diameter or 1.0) if labelled else None
-    row = {"id": sample.id, "true_count": reference.count,
-           **{key: sample.meta[key] for key in ("blur", "stain") if key in sample.meta},
-           "count_range": count_range(reference.count)}
+    row = {**(row or {}), "true_count": reference.count, "count_range": count_range(reference.count)}
     if labelled:
         row["match_radius"] = round(radius, 2)
     diameter = models.diameter
@@ -155,8 +167,9 @@ def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.
     if "segmenter" in models.cards:
         path, card = models.cards["segmenter"]
         name = f"seg:{card.name}"
-        probability = predict_probability(image, path, device=models.device, tile_size=models.tile_size,
-                                          batch_size=models.batch_size)
+        probability, _ = predict_probability_at_cell_scale(image, path, device=models.device,
+                                                           tile_size=models.tile_size, batch_size=models.batch_size,
+                                                           cell_size=models.cell_size)
         result = labels_from_probability(probability, threshold_method="model default",
                                          threshold_value=card.default_threshold["value"], diameter=diameter)
         row[f"{name}_count"] = result.count
@@ -168,13 +181,16 @@ def _evaluate_one(sample: Sample, models: Models, thresholds) -> tuple[dict, np.
                                      diameter=diameter)
     if "counter" in models.cards:
         path, card = models.cards["counter"]
-        inputs = {f"count:{card.name}": image}
+        options = dict(device=models.device, tile_size=models.tile_size, batch_size=models.batch_size)
         if card.input == "mask":
-            inputs = {f"count:{card.name}@{method}": masks[method] if method in masks
-                      else apply_threshold(probability, method)[0] for method in models.counter_masks}
-        for name, counted in inputs.items():
-            row[f"{name}_count"] = round(predict_count(counted, path, device=models.device,
-                                                       tile_size=models.tile_size, batch_size=models.batch_size), 3)
+            for method in models.counter_masks:
+                mask = masks[method] if method in masks else apply_threshold(probability, method)[0]
+                row[f"count:{card.name}@{method}_count"] = round(predict_count(mask, path, **options), 3)
+        else:
+            segmenter = models.cards["segmenter"][0] if "segmenter" in models.cards else "default"
+            count, _ = predict_count_at_cell_scale(image, path, cell_size=models.cell_size, segmenter=segmenter,
+                                                   **options)
+            row[f"count:{card.name}_count"] = round(count, 3)
     for name in models.baselines:
         result = baseline_labels(image, name, diameter=diameter)
         row[f"{name}_count"] = result.count
@@ -353,6 +369,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--true-diameter", action="store_true",
                         help="post-process each image with its true cells' median diameter instead of an estimate "
                              "(needs instance labels): shows how much the diameter estimate costs")
+    parser.add_argument("--cell-size", default="auto", metavar="auto|off|PIXELS",
+                        help="bring cells to the networks' size: estimated (auto, the default), not at all (off), "
+                             "or from this typical cell diameter in pixels")
     parser.add_argument("--out", type=Path, required=True, help="output folder for tables and plots")
     parser.add_argument("--title", default=None, help="title of the report (default: dataset and split)")
 
@@ -366,7 +385,7 @@ def run(args: argparse.Namespace) -> str:
     models = Models(segmenter=_model_option(args.segmenter), counter=_model_option(args.counter),
                     baselines=tuple(args.baselines), counter_masks=tuple(args.counter_mask), device=args.device,
                     tile_size=args.tile_size, batch_size=args.batch_size, diameter=args.diameter,
-                    true_diameter=args.true_diameter)
+                    true_diameter=args.true_diameter, cell_size=args.cell_size)
     models.load_cards()
     split = args.split or default_split(args.dataset)
     samples = select_samples(args.dataset, args.data, split, args.labels, args.limit)

@@ -1,0 +1,135 @@
+"""Bringing cells to a network's size: the estimate, the factor, the resize and the way back (a stand-in network)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from cellcount_core.cell_scale import (PROBE_FACTORS, diameter_in_probability, predict_at_cell_scale,
+                                       resize_image, scale_factor)
+from cellcount_core.normalization import floor_range_on_noise, noise_sigma, percentile_range
+
+BAND = (8.0, 24.0)
+CENTRE = math.sqrt(8.0 * 24.0)
+
+
+def disks(diameter, shape=(512, 512), spacing=2.0):
+    """A float32 image of bright disks of one diameter on a grid, and how many there are."""
+    image = np.zeros(shape, np.float32)
+    step = int(diameter * spacing)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    count = 0
+    for cy in range(step // 2, shape[0] - step // 2 + 1, step):
+        for cx in range(step // 2, shape[1] - step // 2 + 1, step):
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 <= (diameter / 2) ** 2] = 1.0
+            count += 1
+    return image, count
+
+
+class BandNetwork:
+    """Sees cells as filled disks inside BAND and only as their outlines above it, like the real segmenter."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def __call__(self, image):
+        self.sizes.append(image.shape)
+        mask = image > 0.5
+        labels, n = ndi.label(mask)
+        areas = ndi.sum_labels(np.ones_like(labels), labels, np.arange(1, n + 1))
+        too_large = np.concatenate([[False], np.sqrt(4 * areas / np.pi) > BAND[1]])[labels]
+        outline = mask & ~ndi.binary_erosion(mask, iterations=2)
+        return np.where(too_large, outline, mask).astype(np.float32)
+
+
+def test_scale_factor_leaves_the_band_alone_and_aims_at_its_centre():
+    assert scale_factor(16.0, BAND) == 1.0
+    assert scale_factor(0.0, BAND) == 1.0
+    assert scale_factor(80.0, BAND) == pytest.approx(CENTRE / 80.0)
+    assert scale_factor(4.0, BAND) == pytest.approx(CENTRE / 4.0)
+    assert scale_factor(10_000.0, BAND) == pytest.approx(1 / 16)
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.uint16, np.int32, np.int64, np.float16, np.float32])
+def test_resize_image_takes_every_dtype(dtype):
+    image = np.zeros((40, 60), dtype)
+    resized = resize_image(image, 0.5)
+    assert resized.shape == (20, 30)
+    assert resize_image(np.zeros((40, 60, 3), dtype), 2.0).shape == (80, 120, 3)
+
+
+def test_cells_inside_the_band_run_once_at_full_size():
+    image, _ = disks(16)
+    network = BandNetwork()
+    values, scale = predict_at_cell_scale(image, network, BAND, 0.5)
+    assert scale.factor == 1.0
+    assert scale.diameter == pytest.approx(16, rel=0.1)
+    assert np.array_equal(values, network(image))
+    # the probes ran on copies of 1/64 and 1/16 of the pixels, then one full-size pass
+    assert network.sizes[-2] == image.shape and len(network.sizes) == len(PROBE_FACTORS) + 2
+
+
+@pytest.mark.parametrize("diameter", [40, 80, 120])
+def test_large_cells_are_reduced_into_the_band_and_mapped_back(diameter):
+    image, count = disks(diameter, shape=(768, 768))
+    values, scale = predict_at_cell_scale(image, BandNetwork(), BAND, 0.5)
+    assert BAND[0] <= diameter * scale.factor <= BAND[1]
+    assert scale.diameter == pytest.approx(diameter, rel=0.15)
+    assert values.shape == image.shape
+    labels, found = ndi.label(values > 0.5)
+    assert found == count
+    assert (values > 0.5).sum() == pytest.approx(image.sum(), rel=0.05)  # filled disks, not outlines
+
+
+def test_without_scaling_large_cells_are_outlines():
+    image, _ = disks(80, shape=(768, 768))
+    assert (BandNetwork()(image) > 0.5).sum() < 0.3 * image.sum()
+
+
+def test_a_given_diameter_sets_the_factor_without_probes():
+    image, _ = disks(6, shape=(256, 256), spacing=3)
+    network = BandNetwork()
+    values, scale = predict_at_cell_scale(image, network, BAND, 0.5, diameter=6.0)
+    assert scale.factor == pytest.approx(CENTRE / 6.0)
+    assert len(network.sizes) == 1 and network.sizes[0][0] == round(256 * CENTRE / 6.0)
+    assert values.shape == image.shape
+
+
+def test_specks_never_enlarge_the_image():
+    rng = np.random.default_rng(0)
+    noise = (rng.random((256, 256)) > 0.97).astype(np.float32)  # one-pixel specks
+    assert 0 < diameter_in_probability(noise, 0.5) < BAND[0]
+    _, scale = predict_at_cell_scale(noise, BandNetwork(), BAND, 0.5)
+    assert scale.factor == 1.0
+
+
+def test_an_empty_image_runs_once_at_full_size():
+    values, scale = predict_at_cell_scale(np.zeros((300, 200), np.float32), BandNetwork(), BAND, 0.5)
+    assert scale.factor == 1.0 and scale.diameter == 0.0 and not values.any()
+
+
+def test_noise_sigma_of_white_noise_with_and_without_cells():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(100.0, 10.0, (512, 512)).astype(np.float32)
+    assert noise_sigma(noise) == pytest.approx(10.0, rel=0.05)
+    cells, _ = disks(20)
+    assert noise_sigma(noise + 200.0 * cells) == pytest.approx(10.0, rel=0.1)
+
+
+def test_noise_sigma_of_a_flat_quantized_image_is_half_a_step():
+    image = np.full((64, 64), 12, np.uint8)
+    image[10:20, 10:20] = 13
+    assert noise_sigma(image) == 0.5
+    assert noise_sigma(image / 255.0) == pytest.approx(0.5 / 255.0)
+
+
+def test_the_noise_floor_keeps_an_empty_field_dim_and_leaves_real_images_alone():
+    rng = np.random.default_rng(2)
+    noise = rng.normal(100.0, 10.0, (256, 256))
+    lo, hi = percentile_range(noise)
+    floored = floor_range_on_noise(lo, hi, noise_sigma(noise), 40.0)
+    assert (hi - lo) / (floored[1] - lo) < 0.15  # the noise spans under 15 % of the range
+    cells = noise + 1000.0 * disks(20, shape=(256, 256))[0]
+    lo, hi = percentile_range(cells)
+    assert floor_range_on_noise(lo, hi, noise_sigma(cells), 40.0) == (lo, hi)
