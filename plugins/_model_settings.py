@@ -13,7 +13,7 @@ from cellprofiler_core.preferences import DEFAULT_OUTPUT_FOLDER_NAME
 from cellprofiler_core.preferences import DEFAULT_OUTPUT_SUBFOLDER_NAME
 from cellprofiler_core.setting import ValidationError
 from cellprofiler_core.setting.choice import Choice
-from cellprofiler_core.setting.text import Directory, Filename, Integer
+from cellprofiler_core.setting.text import Directory, Filename, Float, Integer
 
 from cellcount_core.bundled import bundled_models, resolve_model
 from cellcount_core.model_files import ModelFileError, read_card
@@ -21,6 +21,9 @@ from cellcount_core.model_files import ModelFileError, read_card
 BUNDLED = "Bundled model"
 CUSTOM = "Custom model file"
 DEVICES = ["Auto", "CPU", "GPU"]
+CELL_SIZE_AUTOMATIC = "Automatic"
+CELL_SIZE_MANUAL = "Manual"
+CELL_SIZE_OFF = "Off"
 MODEL_FILE_TYPES = [("Model weights (*.safetensors)", "*.safetensors"), ("Model card (*.json)", "*.json")]
 
 
@@ -98,6 +101,24 @@ Large images run through the network in overlapping square tiles of this size an
 seamlessly. Smaller tiles use less memory; larger tiles run faster on a GPU.""",
         )
 
+        self.cell_size_mode = Choice(
+            "Bring the cells to the model's size",
+            [CELL_SIZE_AUTOMATIC, CELL_SIZE_MANUAL, CELL_SIZE_OFF],
+            doc=f"""\
+A network recognises cells well only at sizes close to those it was trained on (its card's diameter
+band); much larger cells come out as rings and fragments and are over-counted. *{CELL_SIZE_AUTOMATIC}*
+estimates the cell diameter of each image with quick passes of the segmentation network on reduced
+copies, and resizes the image into the model's band before the network when needed (the output keeps
+the image's size). *{CELL_SIZE_MANUAL}* resizes from the typical cell diameter you give.
+*{CELL_SIZE_OFF}* runs the network on the image as it is.""",
+        )
+        self.cell_diameter = Float(
+            "Typical cell diameter (pixels)",
+            20.0,
+            minval=1.0,
+            doc="The typical diameter of the cells in this image, in pixels, for the manual cell size.",
+        )
+
     def _set_model_directory(self, path):
         dir_choice, custom_path = self.model_directory.get_parts_from_path(path)
         self.model_directory.join_parts(dir_choice, custom_path)
@@ -105,6 +126,27 @@ seamlessly. Smaller tiles use less memory; larger tiles run faster on a GPU.""",
     def model_settings(self):
         return [self.model_source, self.bundled_model, self.model_directory, self.model_file, self.device,
                 self.tile_size]
+
+    def cell_size_settings(self):
+        """Appended last to a module's settings (added in its revision 2)."""
+        return [self.cell_size_mode, self.cell_diameter]
+
+    def visible_cell_size_settings(self):
+        manual = self.cell_size_mode.value == CELL_SIZE_MANUAL
+        return [self.cell_size_mode] + ([self.cell_diameter] if manual else [])
+
+    def cell_size(self):
+        """The ``cell_size`` argument of cellcount_core.inference: "auto", "off" or the manual diameter."""
+        if self.cell_size_mode.value == CELL_SIZE_MANUAL:
+            return self.cell_diameter.value
+        return "auto" if self.cell_size_mode.value == CELL_SIZE_AUTOMATIC else "off"
+
+    def upgrade_settings(self, setting_values, variable_revision_number, module_name):
+        """Revision 1 pipelines get the cell-size settings, automatic."""
+        if variable_revision_number == 1:
+            setting_values = setting_values + [CELL_SIZE_AUTOMATIC, "20.0"]
+            variable_revision_number = 2
+        return setting_values, variable_revision_number
 
     def visible_model_settings(self):
         if self.model_source.value == BUNDLED:
