@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
-
 
 @dataclass
 class ImageSets:
@@ -41,6 +39,8 @@ class ImageSets:
 
 def is_batch_file(path):
     """True for an HDF5 file (a Batch_data.h5), False for a text pipeline."""
+    import h5py
+
     return h5py.is_hdf5(str(path))
 
 

@@ -18,16 +18,14 @@ from pathlib import Path
 from cellcount_cellprofiler.batch.chunks import plan_chunks
 from cellcount_cellprofiler.batch.cellprofiler_run import LOG_NAME, RunSpec
 from cellcount_cellprofiler.batch.merge import merge_tables, write_failures
+from cellcount_cellprofiler.batch.preflight import PreflightError, run_preflight  # noqa: F401 (part of the API)
 from cellcount_cellprofiler.batch.scheduler import ChunkScheduler, finished_leaves, pending_leaves
 from cellcount_cellprofiler.batch.state import DONE, SPLIT, BatchFolder, sha256_of_file, sha256_of_lines
+from cellcount_cellprofiler.plugin_folder import plugins_dir
 
 #: Image sets per chunk: CellProfiler's start-up (about 6 s here) stays under a tenth of a chunk's time even for
 #: fast classical pipelines (about 1 s per image set); see BENCHMARKS.md, "Batch runs".
 DEFAULT_CHUNK_SIZE = 50
-
-
-class PreflightError(ValueError):
-    """The pipeline would fail or be cut short: nothing was submitted."""
 
 
 @dataclass
@@ -59,7 +57,9 @@ def run_batch(pipeline, images=None, output="batch_output", *, chunk_size=DEFAUL
     """
     pipeline, folder = Path(pipeline).resolve(), BatchFolder(Path(output).resolve())
     images = Path(images).resolve() if images else None
-    plugins, image_sets = _preflight(pipeline, images, plugins_directory)
+    plugins = Path(plugins_directory or plugins_dir()).resolve()
+    folder.root.mkdir(parents=True, exist_ok=True)
+    image_sets = run_preflight(pipeline, images, plugins, folder.root / "image_sets.json")
     file_list = _write_file_list(folder.root, image_sets.file_list)
     chunk_size = folder.claim({"pipeline": str(pipeline), "pipeline_sha256": sha256_of_file(pipeline),
                                "images": str(images) if images else None, "image_sets": len(image_sets.numbers),
@@ -93,33 +93,10 @@ def run_batch(pipeline, images=None, output="batch_output", *, chunk_size=DEFAUL
     return outcome
 
 
-def _preflight(pipeline, images, plugins_directory):
-    """The plugin folder and image sets, after ``check-pipeline``'s checks; PreflightError on any problem."""
-    from cellcount_cellprofiler.batch.image_sets import find_image_sets
-    from cellcount_cellprofiler.pipeline_check import check_pipeline
-    from cellcount_cellprofiler.pipeline_loading import headless_cellprofiler, load_pipeline, quiet_cellprofiler
-
-    with quiet_cellprofiler(), headless_cellprofiler(plugins_directory) as plugins:
-        from cellprofiler_core import __version__
-        from cellprofiler_core.preferences import set_default_image_directory
-
-        if images is not None:
-            set_default_image_directory(str(images))
-        report = check_pipeline(pipeline, plugins)
-        if not report.ok:
-            raise PreflightError(f"{report.text(__version__)}\nNothing was submitted: fix the pipeline first.")
-        loaded = load_pipeline(pipeline, plugins).pipeline
-        if not any(module.enabled and module.module_name == "ExportToSpreadsheet" for module in loaded.modules()):
-            raise PreflightError(f"{pipeline} has no enabled ExportToSpreadsheet module, so its chunks would write "
-                                 "no tables to merge. Add ExportToSpreadsheet (into the Default Output Folder).")
-        return plugins, find_image_sets(pipeline, loaded, images)
-
-
 def _write_file_list(root, files):
     """OUT/file_list.txt, the input files every chunk's CellProfiler reads (so all number image sets alike)."""
     if not files:
         return None
-    root.mkdir(parents=True, exist_ok=True)
     path = root / "file_list.txt"
     path.write_text("".join(f"{name}\n" for name in files))
     return str(path)
