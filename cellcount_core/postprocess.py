@@ -1,21 +1,50 @@
 """From a foreground mask to instance labels, as c-ResUnet post-processes its heatmap.
 
-Fill holes, drop objects too small to be cells, split touching cells by a watershed whose markers are the peaks of
-the distance transform spaced by the typical cell diameter, and optionally drop objects on the image border.
+Fill specks of holes, drop objects too small to be cells, split the components whose shape says they hold several
+cells, fill the holes each object encloses, and optionally drop objects on the image border.
+
+Splitting follows each component's own shape, so that a wrong diameter cannot cut a cell into pieces:
+
+- a *compact* component (its area at most ``_COMPACT_RATIO`` times that of its inscribed disk) is one cell;
+- a *convex* one (no convexity defect deeper than ``_DEFECT_RATIO`` of its inscribed radius) is one cell too,
+  unless the probability map draws a deep valley across it (the network's own border between two cells);
+- any other component is cut by a watershed of its smoothed distance transform (times the probability), seeded
+  by the h-maxima of that surface: peaks separated by a saddle at least ``h`` deep, where ``h`` grows with the
+  diameter and with the component's own size.
+
+The work is done with OpenCV's connected components and distance transform on the whole mask, and on the bounding
+box of each component that needs splitting (a few per cent of them), never on the whole image in float64.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
-from skimage.morphology import remove_small_holes, remove_small_objects
-from skimage.segmentation import clear_border, relabel_sequential, watershed
+from skimage.morphology import local_maxima, reconstruction
+from skimage.segmentation import watershed
 
-from .diameter import check_mask_inputs, estimate_diameter, label_reduce
+from .diameter import check_mask_inputs, estimate_diameter
 
 __all__ = ["default_min_size", "labels_from_mask", "remove_objects_outside_diameter"]
 
+#: A component whose area is at most this multiple of its inscribed disk's area is one cell (a disk gives 1, an
+#: ellipse of axis ratio 1.4 gives 1.4; two disks overlapping by a fifth of their diameter give 1.6).
+_COMPACT_RATIO = 1.4
+#: A component is convex (one cell) if no convexity defect is deeper than this fraction of its inscribed radius,
+#: or than `_DEFECT_PIXELS` (pixelated outlines). Single synthetic cells measure up to 0.1; two disks of radius r
+#: whose centres are 1.2 r apart 0.2, touching ones 1.0.
+_DEFECT_RATIO = 0.15
+_DEFECT_PIXELS = 1.5
+#: Seeds of a non-convex component: distance-transform peaks separated by a saddle deeper than this fraction of
+#: the cell diameter or of the component's own highest peak, whichever is larger (chosen on synthetic clumps and
+#: the StarDist example's true mask resized x1-x4, at the estimated diameter and at a third of it).
+_H_PER_DIAMETER = 0.01
+_H_PER_PEAK = 0.03
+#: A convex component is split only where the probability-weighted surface falls by more than this fraction of
+#: its peak between two maxima (a valley the network draws across it).
+_CONVEX_VALLEY = 0.5
+#: Pixels at least this far from a component's outline are its inside (the probability falls on every outline).
+_INSIDE = 2.0
 
 
 def _check_positive(name: str, value) -> None:
@@ -28,44 +57,203 @@ def default_min_size(diameter: float) -> int:
     return max(1, int(round(np.pi * diameter**2 / 16.0)))
 
 
-def _split(mask: np.ndarray, probability: np.ndarray | None, diameter: float) -> np.ndarray:
-    """Watershed split of touching objects with markers spaced by the diameter."""
-    components, n = ndi.label(mask)
-    if n == 0:
-        return components
-    distance = ndi.gaussian_filter(ndi.distance_transform_edt(mask), sigma=diameter / 20.0)
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4-connected components of a bool mask (as `scipy.ndimage.label`) and their OpenCV stats (x, y, w, h, area)."""
+    _, components, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4,
+                                                               ltype=cv2.CV_32S)
+    return components, stats
+
+
+def _keep(components: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The components whose entry in `keep` (indexed by label, 0 ignored) is True, renumbered 1..n in order."""
+    keep = keep.copy()
+    keep[0] = False
+    new_ids = np.where(keep, np.cumsum(keep), 0).astype(np.int32)
+    return new_ids[components]
+
+
+def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """`skimage.morphology.remove_small_holes`: background components of fewer than `max_area` pixels become
+    foreground (those touching the image border too)."""
+    background, stats = _components(~mask)
+    small = stats[:, cv2.CC_STAT_AREA] < max_area
+    small[0] = False  # label 0 is the foreground
+    return mask | small[background]
+
+
+def _inscribed_radii(distance: np.ndarray, components: np.ndarray, n: int) -> np.ndarray:
+    """The largest distance-transform value of each component 1..n (index 0 unused)."""
+    radii = np.zeros(n + 1, np.float32)
+    np.maximum.at(radii, components.ravel(), distance.ravel())
+    return radii
+
+
+def _dips_inside(probability: np.ndarray, distance: np.ndarray, components: np.ndarray, n: int) -> np.ndarray:
+    """Components 0..n whose probability falls below `_CONVEX_VALLEY` of its maximum somewhere inside them (more
+    than `_INSIDE` pixels from their outline): where the network may draw a border across a compact cell."""
+    inside = distance > _INSIDE
+    ids, values = components[inside], probability[inside]
+    high, low = np.zeros(n + 1, np.float32), np.ones(n + 1, np.float32)
+    np.maximum.at(high, ids, values)
+    np.minimum.at(low, ids, values)
+    return low < _CONVEX_VALLEY * high
+
+
+def _smoothed(values: np.ndarray, sigma: float) -> np.ndarray:
+    """`scipy.ndimage.gaussian_filter` (reflected borders, truncated at 4 sigma) with OpenCV, in float32."""
+    if sigma <= 0:
+        return values
+    radius = int(4.0 * sigma + 0.5)
+    return cv2.GaussianBlur(values, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _is_convex(filled: np.ndarray, inscribed_radius: float) -> bool:
+    """True if the outline of a filled component (uint8 crop) has no convexity defect deeper than the limit."""
+    contours, _ = cv2.findContours(filled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    outline = max(contours, key=len)
+    if len(outline) < 4:
+        return True
+    hull = np.sort(cv2.convexHull(outline, returnPoints=False), axis=0)  # OpenCV wants monotonous indices
+    try:
+        defects = cv2.convexityDefects(outline, hull)
+    except cv2.error:  # a self-touching outline: judge it by the other tests
+        return False
+    deepest = 0.0 if defects is None else defects[:, 0, 3].max() / 256.0
+    return deepest <= max(_DEFECT_PIXELS, _DEFECT_RATIO * inscribed_radius)
+
+
+class _Splitter:
+    """Splits one component at a time on its bounding box, with the surface's smoothing and seed depths."""
+
+    def __init__(self, components, stats, probability, diameter, min_size):
+        self.components, self.stats, self.probability, self.min_size = components, stats, probability, min_size
+        self.distance_sigma = diameter / 20.0
+        self.pad = int(4.0 * max(self.distance_sigma, 1.0) + 0.5) + 1
+        self.h_diameter = _H_PER_DIAMETER * diameter
+
+    def crop(self, index):
+        """The padded bounding box of a component, within the image, as (rows, columns) slices."""
+        x, y, w, h = self.stats[index, :4]
+        height, width = self.components.shape
+        return (slice(max(y - self.pad, 0), min(y + h + self.pad, height)),
+                slice(max(x - self.pad, 0), min(x + w + self.pad, width)))
+
+    def pieces(self, index, inscribed_radius):
+        """The component's cells as a labelled crop (1..k), with the crop's slices; None if it is one cell."""
+        box = self.crop(index)
+        member = self.components[box] == index
+        filled = _filled(member)
+        convex = _is_convex(filled, inscribed_radius)
+        if convex and self.probability is None:
+            return None
+        # a convex outline is cut only along the network's valleys; otherwise holes and gaps shape the seeds too
+        shape = filled if convex else member.view(np.uint8)
+        distance = cv2.distanceTransform(shape, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        surface = _smoothed(distance, self.distance_sigma)
+        if self.probability is not None:
+            # the network is least sure on the borders between cells: deepen the valleys there
+            surface *= _smoothed(np.ascontiguousarray(self.probability[box]), 1.0)
+        peak = float(surface[member].max())
+        depth = _CONVEX_VALLEY * peak if convex else max(self.h_diameter, _H_PER_PEAK * peak)
+        _, seeds = cv2.connectedComponents((_h_maxima(surface, depth) & member).view(np.uint8), connectivity=8)
+        if seeds.max() < 2:
+            return None
+        pieces = _merge_small_pieces(watershed(-surface, seeds, mask=member), self.min_size)
+        return None if pieces.max() < 2 else (box, pieces)
+
+
+def _merge_small_pieces(pieces: np.ndarray, min_size: int) -> np.ndarray:
+    """Merge each piece of a split component smaller than `min_size` pixels (a seed that was no cell, such as the
+    small peak between three round cells) into the neighbour it shares the longest border with; ids 1..k."""
+    while True:
+        areas = np.bincount(pieces.ravel())
+        areas[0] = 0
+        small = np.flatnonzero((areas > 0) & (areas < min_size))
+        if len(small) == 0 or (areas > 0).sum() < 2:
+            return _sequential(pieces)
+        piece = small[np.argmin(areas[small])]
+        own = (pieces == piece).view(np.uint8)
+        ring = cv2.dilate(own, np.ones((3, 3), np.uint8)).view(bool) & (pieces > 0) & ~own.view(bool)
+        pieces[pieces == piece] = np.bincount(pieces[ring]).argmax() if ring.any() else 0
+
+
+def _h_maxima(surface: np.ndarray, depth: float) -> np.ndarray:
+    """The h-maxima of a surface: plateaus of its reconstruction from ``surface - depth`` (bool); peaks closer to
+    each other than `depth` (in height, through their saddle) share one plateau."""
+    floor = reconstruction(surface - depth, surface, method="dilation")
+    return local_maxima(floor, connectivity=2, allow_borders=True)
+
+
+def _filled(member: np.ndarray) -> np.ndarray:
+    """A component's crop (bool) with its holes filled, as uint8 0/1 (a flood fill of the background from outside)."""
+    padded = np.pad(member, 1).astype(np.uint8)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    return (padded | (1 - flood))[1:-1, 1:-1]
+
+
+def _split(components: np.ndarray, stats: np.ndarray, probability: np.ndarray | None, diameter: float,
+           min_size: int) -> np.ndarray:
+    """Split the components that are neither compact nor convex (see the module's notes); labels 1..n."""
+    n = len(stats) - 1
+    distance = cv2.distanceTransform((components > 0).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    radii = _inscribed_radii(distance, components, n)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    candidates = areas > _COMPACT_RATIO * np.pi * radii**2
     if probability is not None:
-        # the network is least sure on the borders between cells: deepen the valleys there
-        distance *= ndi.gaussian_filter(probability, sigma=1.0)
-    peaks = peak_local_max(distance, min_distance=max(1, int(round(diameter / 4.0))), labels=components,
-                           exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    labels = watershed(-distance, markers, mask=mask)
-    # a component without a peak (too small or flat) is one object
-    orphans = components.copy()
-    orphans[labels > 0] = 0
-    orphans = relabel_sequential(orphans, offset=len(peaks) + 1)[0]
-    return np.where(labels > 0, labels, orphans).astype(np.int32)
+        candidates |= _dips_inside(probability, distance, components, n)
+    del distance
+    candidates = np.flatnonzero(candidates[1:]) + 1
+    splitter = _Splitter(components, stats, probability, diameter, min_size)
+    labels, next_id = components, n + 1
+    for index in candidates:
+        found = splitter.pieces(index, float(radii[index]))
+        if found is None:
+            continue
+        box, pieces = found
+        if labels is components:
+            labels = components.copy()
+        extra = pieces > 1  # piece 1 keeps the component's label
+        labels[box][extra] = pieces[extra] + (next_id - 2)
+        next_id += int(pieces.max()) - 1
+    return labels
 
 
 def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> np.ndarray:
     """Give each background hole of at most max_area pixels that one object alone encloses to that object."""
-    holes, n = ndi.label(labels == 0)
-    if n == 0:
+    holes, stats = _components(labels == 0)
+    x, y, w, h, area = stats.T
+    inner = (x > 0) & (y > 0) & (x + w < labels.shape[1]) & (y + h < labels.shape[0]) & (area <= max_area)
+    inner[0] = False  # label 0 is the objects
+    if not inner.any():
         return labels
-    index = np.arange(1, n + 1)
-    border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
-    # the hole each object pixel touches (the largest id among its neighbours), to find the objects around a hole
-    touching = np.where(labels > 0, ndi.grey_dilation(holes, size=3), 0)
-    low = label_reduce(np.minimum, labels, touching, index)
-    high = label_reduce(np.maximum, labels, touching, index)
-    size = ndi.sum_labels(np.ones_like(holes), holes, index)
-    fill = (np.asarray(low) == np.asarray(high)) & (np.asarray(high) > 0) & (size <= max_area)
-    fill[border[border > 0] - 1] = False
-    owner = np.zeros(n + 1, labels.dtype)
-    owner[1:][fill] = np.asarray(high, dtype=labels.dtype)[fill]
+    # the objects around each candidate hole: object pixels next to it (the largest hole id among their neighbours)
+    candidates = np.where(inner[holes], holes, 0).astype(np.float32)  # exact below 2**24 holes
+    touching = cv2.dilate(candidates, np.ones((3, 3), np.uint8)).astype(np.int32)
+    beside = (touching > 0) & (labels > 0)
+    around, owner_ids = touching[beside], labels[beside]
+    low = np.full(len(stats), np.iinfo(np.int32).max, np.int64)
+    high = np.zeros(len(stats), np.int64)
+    np.minimum.at(low, around, owner_ids)
+    np.maximum.at(high, around, owner_ids)
+    owner = np.where(inner & (low == high), high, 0).astype(labels.dtype)
+    owner[0] = 0
     return np.where(labels > 0, labels, owner[holes])
+
+
+def _without_border_objects(labels: np.ndarray) -> np.ndarray:
+    """`skimage.segmentation.clear_border`: objects touching the image border removed."""
+    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    drop = np.zeros(int(labels.max()) + 1, bool)
+    drop[edges] = True
+    drop[0] = False
+    return np.where(drop[labels], 0, labels)
+
+
+def _sequential(labels: np.ndarray) -> np.ndarray:
+    """The labels renumbered 1..n in the order of their old ids, as int32."""
+    present = np.bincount(labels.ravel()) > 0
+    return _keep(labels, present)
 
 
 def labels_from_mask(
@@ -86,10 +274,13 @@ def labels_from_mask(
         Foreground mask, e.g. from :func:`cellcount_core.thresholds.apply_threshold`.
     probability : (H, W) array, optional
         Probability map within 0..1; when given, the watershed surface is the distance transform times the
-        probability, so that uncertain borders between touching cells become split lines.
+        probability, so that uncertain borders between touching cells become split lines (even across a convex
+        component, where the surface falls by more than half between two maxima).
     diameter : float, optional
-        Typical cell diameter in pixels; estimated by :func:`cellcount_core.diameter.estimate_diameter` when None. It sets the largest
-        hole filled, the default ``min_size`` and the spacing of the watershed markers (a quarter of it).
+        Typical cell diameter in pixels; estimated by :func:`cellcount_core.diameter.estimate_diameter` when
+        None. It sets the largest hole filled, the default ``min_size``, the smoothing of the distance transform
+        and, in part, how deep a saddle between two peaks must be to split (a twentieth of it). It never makes a
+        compact or convex component split.
     min_size : int, optional
         Objects with fewer pixels are removed. Default: the area of a disk of half the diameter,
         ``round(pi * diameter**2 / 16)``.
@@ -98,8 +289,9 @@ def labels_from_mask(
         than one cell (``pi * diameter**2 / 4`` pixels) that a single object encloses. Gaps enclosed by several
         touching cells stay background.
     split_touching : bool
-        Split touching cells by a marker-controlled watershed of the distance transform, smoothed by a
-        Gaussian of ``diameter / 20`` pixels.
+        Split components whose shape shows several cells (neither compact nor convex) by a watershed of their
+        distance transform (holes filled, smoothed by a Gaussian of ``diameter / 20`` pixels), seeded by its
+        h-maxima.
     exclude_border : bool
         Remove objects that touch the image border.
 
@@ -117,14 +309,20 @@ def labels_from_mask(
         return np.zeros(mask.shape, np.int32)
     if fill_holes:
         # specks of holes before splitting; filling the gaps between touching cells would merge them
-        mask = remove_small_holes(mask, area_threshold=max(1, int(np.pi * diameter**2 / 64.0)))
-    mask = remove_small_objects(mask, min_size=default_min_size(diameter) if min_size is None else int(min_size))
-    labels = _split(mask, probability, diameter) if split_touching else ndi.label(mask)[0]
+        mask = _fill_small_holes(mask, max(1, int(np.pi * diameter**2 / 64.0)))
+    components, stats = _components(mask)
+    del mask
+    min_size = default_min_size(diameter) if min_size is None else int(min_size)
+    large = stats[:, cv2.CC_STAT_AREA] >= min_size
+    if not large[1:].all():
+        components = _keep(components, large)
+        stats = np.concatenate([stats[:1], stats[1:][large[1:]]])
+    labels = _split(components, stats, probability, diameter, min_size) if split_touching else components
     if fill_holes:
         labels = _fill_enclosed_holes(labels, np.pi * diameter**2 / 4.0)
     if exclude_border:
-        labels = clear_border(labels)
-    return relabel_sequential(labels)[0].astype(np.int32)
+        labels = _without_border_objects(labels)
+    return _sequential(labels)
 
 
 def remove_objects_outside_diameter(labels: np.ndarray, min_diameter: float, max_diameter: float) -> np.ndarray:
@@ -136,7 +334,4 @@ def remove_objects_outside_diameter(labels: np.ndarray, min_diameter: float, max
         raise ValueError(f"The diameter range ({min_diameter}, {max_diameter}) must satisfy 0 <= min <= max.")
     areas = np.bincount(labels.ravel())
     diameters = np.sqrt(4.0 * areas / np.pi)
-    keep = (diameters >= min_diameter) & (diameters <= max_diameter)
-    keep[0] = False
-    kept = np.where(keep[labels], labels, 0)
-    return relabel_sequential(kept)[0].astype(np.int32)
+    return _keep(labels, (diameters >= min_diameter) & (diameters <= max_diameter))

@@ -154,3 +154,51 @@ def test_diameter_estimate_ignores_specks_that_outnumber_the_cells():
     mask[specks[:, 0], specks[:, 1]] = True
     assert (ndi.label(mask)[1]) > 150
     assert estimate_diameter(mask) == pytest.approx(20.0, rel=0.1)
+
+
+# -- splitting follows the shape ------------------------------------------------------------------------------
+
+
+def _ellipse_mask(length, aspect, angle):
+    from skimage.draw import ellipse
+
+    side = length + 40
+    mask = np.zeros((side, side), bool)
+    mask[ellipse(side // 2, side // 2, length / 2 / aspect, length / 2, shape=mask.shape, rotation=angle)] = True
+    return mask
+
+
+def _smooth_probability(mask):
+    return np.clip(ndi.gaussian_filter(mask.astype(np.float32), 1.0), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("length", [20, 45, 80, 150])
+@pytest.mark.parametrize("aspect, angle", [(1.0, 0.0), (2.0, 0.5), (3.0, 1.0)])
+def test_a_convex_cell_of_any_size_is_one_object_even_with_a_diameter_3x_too_small(length, aspect, angle):
+    mask = _ellipse_mask(length, aspect, angle)
+    diameter = 2.0 * np.sqrt(mask.sum() / np.pi)
+    for given in (diameter, diameter / 3.0):
+        assert labels_from_mask(mask, diameter=given).max() == 1
+        assert labels_from_mask(mask, _smooth_probability(mask), diameter=given).max() == 1
+
+
+CLUMPS = {
+    "pair": [(0.0, 0.0), (0.0, 1.0)],
+    "row of three": [(0.0, 0.0), (0.0, 1.0), (0.0, 2.0)],
+    "triangle": [(0.0, 0.0), (0.0, 1.0), (0.866, 0.5)],
+}
+
+
+@pytest.mark.parametrize("radius", [10, 25, 60])
+@pytest.mark.parametrize("clump, spacing", [("pair", 1.6), ("pair", 1.95), ("row of three", 1.6),
+                                            ("row of three", 1.95), ("triangle", 2.0)])
+def test_touching_disks_are_split_into_their_cells(radius, clump, spacing):
+    """Centres `spacing` radii apart. (Three disks overlapping in a triangle have a fourth distance peak between
+    them and come out as four, as they did with the earlier peak_local_max seeds.)"""
+    step = spacing * radius
+    side = int(4 * radius + 2 * step + 20)
+    mask = _discs((side, side), [(2 * radius + 10 + y * step, 2 * radius + 10 + x * step) for y, x in CLUMPS[clump]],
+                  radius)
+    assert ndi.label(mask)[1] == 1
+    for probability in (None, _smooth_probability(mask)):
+        assert labels_from_mask(mask, probability, diameter=2 * radius).max() == len(CLUMPS[clump])
