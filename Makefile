@@ -63,3 +63,12 @@ $(STAMP_CP4): setup.cfg constraints-cp4.txt
 test-cp4: $(STAMP_CP4)
 	JAVA_HOME=$(CP4_JAVA_HOME) $(PY_CP4) -m pytest -q -rs -p no:cacheprovider -W ignore::DeprecationWarning \
 		-m "not cellprofiler" --ignore-glob="tests/test_training_*.py" tests
+
+# --- `make test-cluster`, not part of `make test`: a single-node SLURM on this machine (Debian's slurm-wlm and
+# munge, 127.0.0.1 only; needs root), `cellcount batch --cluster slurm` through dask-jobqueue, then SLURM stopped.
+.PHONY: test-cluster
+
+test-cluster: $(STAMP)
+	tests/cluster/start_slurm.sh
+	CELLCOUNT_TEST_CLUSTER=slurm $(PY) -m pytest -q -rs -s tests/test_batch_slurm.py; \
+		status=$$?; tests/cluster/stop_slurm.sh; exit $$status

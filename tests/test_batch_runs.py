@@ -3,9 +3,6 @@
 Each test compares the merged tables with one plain headless run of the same pipeline on the same images.
 """
 
-import csv
-import json
-import math
 import os
 import shutil
 import signal
@@ -16,32 +13,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from cellcount_cellprofiler.plugin_folder import plugins_dir
+from batch_helpers import assert_same_tables, copy_images, manifest_chunks, plain_run, table, write_classical_pipeline
 
 pytestmark = [pytest.mark.cellprofiler, pytest.mark.slow, pytest.mark.data]
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 BATCH = [sys.executable, "-m", "cellcount_cellprofiler.cli", "batch", "--no-progress"]
 
 
-def copy_images(shared_data, folder, count):
-    """The first ``count`` 256 x 256 DSB2018 images (fast to run) copied into ``folder``."""
-    with open(shared_data / "dsb2018_fluo" / "counts.csv", newline="") as handle:
-        small = [row["id"] for row in csv.DictReader(handle) if row["height"] == row["width"] == "256"]
-    folder.mkdir(parents=True)
-    for name in sorted(small)[:count]:
-        shutil.copy(shared_data / "dsb2018_fluo" / "images" / f"{name}.png", folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def classical_pipeline(cellprofiler, tmp_path_factory):
-    """Images -> IdentifyPrimaryObjects -> ExportToSpreadsheet: fast, classical only."""
-    from cellcount_cellprofiler.pipeline_builder import classical_module, export_module, input_modules, pipeline_text
-
-    path = tmp_path_factory.mktemp("pipeline") / "classical.cppipe"
-    path.write_text(pipeline_text(input_modules() + [classical_module(), export_module()]))
-    return path
+    return write_classical_pipeline(tmp_path_factory.mktemp("pipeline") / "classical.cppipe")
 
 
 @pytest.fixture(scope="module")
@@ -49,48 +30,9 @@ def four_images(shared_data, tmp_path_factory):
     return copy_images(shared_data, tmp_path_factory.mktemp("data") / "images", 4)
 
 
-def plain_run(pipeline, images, output):
-    completed = subprocess.run([sys.executable, "-m", "cellprofiler", "-c", "-r", "-p", str(pipeline), "-i",
-                                str(images), "-o", str(output), "--plugins-directory", str(plugins_dir())],
-                               capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0 and (output / "Image.csv").exists(), completed.stderr[-3000:]
-    return output
-
-
 @pytest.fixture(scope="module")
 def classical_reference(classical_pipeline, four_images, tmp_path_factory):
     return plain_run(classical_pipeline, four_images, tmp_path_factory.mktemp("reference"))
-
-
-def table(path):
-    """Rows of a table without the columns that differ from run to run (execution times)."""
-    with open(path, newline="") as handle:
-        return [{key: value for key, value in row.items() if not key.startswith("ExecutionTime_")}
-                for row in csv.DictReader(handle)]
-
-
-def same_value(left, right):
-    """Equal text, or numbers equal to 1e-5: torch's sums depend on its thread count (one per worker here)."""
-    if left == right:
-        return True
-    try:
-        return math.isclose(float(left), float(right), rel_tol=1e-5, abs_tol=1e-7)
-    except ValueError:
-        return False
-
-
-def assert_same_tables(batch_output, reference, names=("Image.csv", "Nuclei.csv")):
-    for name in names:
-        merged, expected = table(batch_output / name), table(reference / name)
-        assert len(merged) == len(expected), f"{name}: {len(merged)} rows, the plain run has {len(expected)}"
-        for index, (row, expected_row) in enumerate(zip(merged, expected)):
-            assert row.keys() == expected_row.keys(), f"{name}: other columns than the plain run's"
-            differing = {key: (row[key], expected_row[key]) for key in row if not same_value(row[key], expected_row[key])}
-            assert not differing, f"{name} row {index} differs from the plain run: {differing}"
-
-
-def manifest_chunks(output):
-    return {(chunk["first"], chunk["last"]): chunk for chunk in json.loads((output / "manifest.json").read_text())["chunks"]}
 
 
 def batch_command(pipeline, images, output, *extra):
