@@ -138,3 +138,54 @@ def test_settings_survive_a_save_and_load(cellprofiler, tmp_path):
     loaded.load(str(path))
     [copy] = loaded.modules()
     assert [s.value_text for s in copy.settings()] == [s.value_text for s in module.settings()]
+
+
+def _as_revision_1(pipeline_text):
+    """A shipped pipeline as it was saved before the cell-size settings (DeepSegment/DeepCount revision 1)."""
+    lines = []
+    for line in pipeline_text.splitlines():
+        if line.startswith(("DeepSegment:[", "DeepCount:[")):
+            line = line.replace("variable_revision_number:2", "variable_revision_number:1")
+        if line.strip().startswith(("Bring the cells to the model's size:", "Typical cell diameter (pixels):")):
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_revision_1_pipelines_load_with_automatic_cell_size(cellprofiler):
+    import io
+
+    from cellprofiler_core.pipeline import Pipeline
+
+    from cellcount_cellprofiler.pipeline_loading import read_pipeline_text
+    from conftest import REPO
+
+    text = _as_revision_1(read_pipeline_text(REPO / "pipelines" / "compare_counts.cppipe"))
+    assert "variable_revision_number:1" in text and "Bring the cells" not in text
+    pipeline = Pipeline()
+    pipeline.load(io.StringIO(text))
+    upgraded = [m for m in pipeline.modules() if m.module_name in ("DeepSegment", "DeepCount")]
+    assert len(upgraded) == 2
+    for module in upgraded:
+        assert module.cell_size_mode.value == "Automatic" and module.cell_size() == "auto"
+
+
+def test_deepsegment_manual_cell_size_resizes_and_records_the_factor(cellprofiler):
+    import math
+
+    from cellcount_core.model_files import read_card
+    from cellcount_core.bundled import resolve_model
+
+    module = instantiate("DeepSegment", x_name="DNA", y_name="Probability")
+    module.cell_size_mode.value = "Manual"
+    module.cell_diameter.value = 60.0
+    assert module.cell_diameter in module.visible_settings()
+    low, high = read_card(resolve_model("default")).diameter_band
+    pixels = np.random.default_rng(0).random((120, 100)).astype(np.float32)
+    workspace = single_image_workspace(module, {"DNA": pixels})
+    module.run(workspace)
+    assert workspace.image_set.get_image("Probability").pixel_data.shape == (120, 100)
+    factor = workspace.measurements.get_current_image_measurement("DeepSegment_ScaleFactor_Probability")
+    assert factor == pytest.approx(math.sqrt(low * high) / 60.0)
+    module.cell_size_mode.value = "Off"
+    assert module.cell_diameter not in module.visible_settings() and module.cell_size() == "off"

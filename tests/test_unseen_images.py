@@ -1,0 +1,69 @@
+"""The bundled models on images unlike their training data: real images resized, and fields without cells."""
+
+import numpy as np
+import pytest
+
+from training.evaluate import Models
+from training.robustness import empty_fields, empty_rows, resize_pair, scale_rows
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+
+STARDIST_NUCLEI = 125
+
+
+@pytest.fixture(scope="module")
+def stardist(shared_data):
+    from cellcount_core.image_io import read_image
+
+    folder = shared_data / "stardist_example"
+    return read_image(folder / "img2d.tif"), read_image(folder / "mask2d.tif")
+
+
+@pytest.fixture(scope="module")
+def dsb_validation(shared_data):
+    from training.threshold_tuning import select_samples
+
+    return select_samples("dsb2018", shared_data / "dsb2018_fluo", "val", limit=6)
+
+
+def test_stardist_example_counts_hold_from_half_to_four_times_the_size(stardist):
+    from cellcount_core.inference import predict_count_at_cell_scale
+    from cellcount_core.segmentation import segment_image
+
+    image, labels = stardist
+    counts, regression = {}, {}
+    for factor in (0.5, 1.0, 2.0, 3.0, 4.0):
+        resized, _ = resize_pair(image, labels, factor)
+        counts[factor] = segment_image(resized, device="CPU").count
+        regression[factor] = predict_count_at_cell_scale(resized, device="CPU")[0]
+    for factor in counts:
+        # before scale handling: 112, 111, 179, 816, 2786 objects
+        assert counts[factor] == pytest.approx(counts[1.0], rel=0.06), counts
+        assert counts[factor] == pytest.approx(STARDIST_NUCLEI, rel=0.2), counts
+        assert regression[factor] == pytest.approx(STARDIST_NUCLEI, rel=0.3), regression
+
+
+def test_dsb2018_detections_hold_when_enlarged(dsb_validation):
+    from training.evaluate import summarize
+
+    models = Models(segmenter="default", counter=None, baselines=(), device="CPU")
+    models.load_cards()
+    rows = scale_rows(dsb_validation, models, scales=(1.0, 2.0, 4.0), progress=False)
+    f1 = {float(row["scale"]): row["f1"] for row in summarize(rows, models.method_names(), group="scale")}
+    assert f1[1.0] > 0.8
+    for factor in (2.0, 4.0):
+        assert f1[factor] == pytest.approx(f1[1.0], abs=0.05), f1
+
+
+def test_empty_fields_count_next_to_nothing(dsb_validation):
+    models = Models(segmenter="default", counter="default", baselines=(), device="CPU")
+    models.load_cards()
+    fields = empty_fields(dsb_validation, side=128)
+    kinds = {kind for kind, _ in fields}
+    assert {"noise", "constant", "background", "out of focus"} <= kinds
+    rows = empty_rows(fields, models, progress=False)
+    for method in models.method_names():
+        counts = [row[f"{method}_count"] for row in rows]
+        assert np.mean(counts) <= 1.5, (method, counts)  # noise alone gave 374 objects before the noise floor
+    noise_counts = [row[f"{models.method_names()[0]}_count"] for row in rows if row["kind"] == "noise"]
+    assert max(noise_counts) == 0
