@@ -7,6 +7,7 @@ This module imports torch only inside the functions that need it, so :func:`read
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +19,8 @@ SAVE_DTYPES = ("float16", "bfloat16", "float32")
 KINDS = ("segmenter", "counter")
 INPUTS = ("image", "mask")
 REQUIRED_FIELDS = ("name", "kind", "architecture")
+#: Cards are a few kB (the bundled ones 3 and 7 kB); a larger file is refused before it is parsed.
+MAX_CARD_BYTES = 1_000_000
 
 
 class ModelFileError(Exception):
@@ -179,10 +182,16 @@ def read_card(path: str | Path) -> ModelCard:
     if not card_path.is_file():
         raise ModelFileError(f"Model card {card_path} not found; a model needs NAME.json beside "
                              "NAME.safetensors. Check the path, or re-save the model with save_model().")
+    size = card_path.stat().st_size
+    if size > MAX_CARD_BYTES:
+        raise ModelFileError(f"Model card {card_path} is {size} bytes, more than a model card can be "
+                             f"({MAX_CARD_BYTES} bytes; cards are a few kB): it is not a model card. Restore it "
+                             "or re-save the model.")
     try:
         data = json.loads(card_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"Model card {card_path} is not valid JSON ({error}); the file is corrupt or "
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise ModelFileError(f"Model card {card_path} is not valid JSON ({reason}); the file is corrupt or "
                              "truncated: restore or re-save it.") from None
     return ModelCard.from_dict(data, source=str(card_path))
 
@@ -223,7 +232,7 @@ def save_model(model, card: ModelCard, path: str | Path, dtype: str = "float16")
         .detach().cpu().contiguous().clone()
         for name, tensor in model.state_dict().items()
     }
-    _check_fits(_build(card, str(card_path)), tensors, str(weights_path), card.architecture)
+    _check_fits(_build(card, str(card_path), on_meta_device=True), tensors, str(weights_path), card.architecture)
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(weights_path), metadata={"format": "pt", "card": card_path.name})
     card_path.write_text(card.to_json(), encoding="utf-8")
@@ -257,19 +266,24 @@ def load_model(path: str | Path, device: Any = "cpu"):
         raise ModelFileError(f"Model weights {weights_path} not found (card {card_path} exists); put the "
                              f"{weights_path.name} file beside the card, or re-save the model with save_model().")
     tensors = _read_weights(weights_path)
+    # shapes first, on torch's meta device (no memory): a card whose params ask for a huge network fails here
+    _check_fits(_build(card, str(card_path), on_meta_device=True), tensors, str(weights_path), card.architecture)
     model = _build(card, str(card_path))
-    _check_fits(model, tensors, str(weights_path), card.architecture)
     model.load_state_dict(tensors)
     return model.to(device).eval(), card
 
 
-def _build(card: ModelCard, source: str):
-    """Build the card's network; unknown architectures or parameters become ModelFileError."""
+def _build(card: ModelCard, source: str, on_meta_device: bool = False):
+    """Build the card's network (its shapes only, without memory, ``on_meta_device``); unknown architectures or
+    parameters become ModelFileError."""
+    import torch
+
     from .networks import create_model
 
     try:
-        return create_model(card.architecture, **card.params)
-    except (TypeError, ValueError) as error:
+        with torch.device("meta") if on_meta_device else contextlib.nullcontext():
+            return create_model(card.architecture, **card.params)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as error:  # RuntimeError: sizes beyond torch's
         raise ModelFileError(f"{source}: cannot build the network: {error}") from None
 
 

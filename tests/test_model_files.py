@@ -285,3 +285,29 @@ def test_resolve_unknown_lists_bundled(weights_dir):
 def test_resolve_default_when_nothing_is_bundled(tmp_path):
     with pytest.raises(ModelFileError, match="default model 'nuclei-segmenter'.*none installed"):
         resolve_model("default", weights_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- hostile files (docs/RELIABILITY.md)
+
+def test_a_huge_card_is_refused_before_it_is_parsed(saved):
+    card = saved.parent / "seg.json"
+    card.write_text(card.read_text()[:-2] + ', "description": "' + "x" * 2_000_000 + '"}')
+    with pytest.raises(ModelFileError, match=r"seg\.json is \d+ bytes, more than a model card can be"):
+        read_card(saved)
+
+
+def test_a_card_nested_too_deeply_is_not_valid_json(saved):
+    (saved.parent / "seg.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelFileError, match="not valid JSON \\(nested too deeply\\)"):
+        read_card(saved)
+
+
+@pytest.mark.parametrize("params", [{"base_filters": 100_000}, {"base_filters": 10**30}, {"depth": 50}])
+def test_a_card_asking_for_a_huge_network_fails_without_allocating_it(saved, params):
+    """100 000 base filters would be 34 trillion parameters: the shapes are compared on torch's meta device."""
+    card = saved.parent / "seg.json"
+    data = json.loads(card.read_text())
+    data["params"] = params
+    card.write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="do not fit architecture 'c_resunet'|cannot build the network"):
+        load_model(saved)
