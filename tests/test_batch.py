@@ -168,3 +168,11 @@ def test_each_local_worker_passes_its_own_gpus_to_cellprofiler(monkeypatch):
         seen = sorted(client.submit(probe_environment, spec, workers=[address], pure=False).result()
                       for address in workers)
     assert seen == [("3", None), ("4", None)]
+
+
+def test_default_chunks_give_every_worker_two_and_stay_under_the_cap():
+    from cellcount_cellprofiler.batch.runner import DEFAULT_CHUNK_SIZE, default_chunk_size
+
+    assert default_chunk_size(10, 2) == 3
+    assert default_chunk_size(1, 4) == 1
+    assert default_chunk_size(100_000, 8) == DEFAULT_CHUNK_SIZE

@@ -9,6 +9,8 @@ The same as ``cellcount batch`` from Python::
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 import time
@@ -23,9 +25,17 @@ from cellcount_cellprofiler.batch.scheduler import ChunkScheduler, finished_leav
 from cellcount_cellprofiler.batch.state import DONE, SPLIT, BatchFolder, sha256_of_file, sha256_of_lines
 from cellcount_cellprofiler.plugin_folder import plugins_dir
 
-#: Image sets per chunk: CellProfiler's start-up (about 6 s here) stays under a tenth of a chunk's time even for
-#: fast classical pipelines (about 1 s per image set); see BENCHMARKS.md, "Batch runs".
-DEFAULT_CHUNK_SIZE = 50
+#: Most image sets per chunk by default: CellProfiler's fixed cost per process (start-up, plugins, models: 11 to
+#: 16 s here) is then about a tenth of a chunk's time for the deep pipeline; see BENCHMARKS.md, "Batch runs".
+DEFAULT_CHUNK_SIZE = 100
+
+
+def default_chunk_size(image_sets, workers):
+    """DEFAULT_CHUNK_SIZE, or fewer so that every worker gets at least two chunks."""
+    return max(1, min(DEFAULT_CHUNK_SIZE, math.ceil(image_sets / (2 * workers))))
+
+
+IMAGE_SETS = "image_sets.json"  # the pre-flight's list of image sets, kept in OUT
 
 
 @dataclass
@@ -47,10 +57,12 @@ class BatchOutcome:
         return not self.failed
 
 
-def run_batch(pipeline, images=None, output="batch_output", *, chunk_size=DEFAULT_CHUNK_SIZE, workers=2,
+def run_batch(pipeline, images=None, output="batch_output", *, chunk_size=None, workers=2,
               cluster="local", cluster_options=None, retries=2, gpus_per_worker=0, plugins_directory=None,
               readers=(), progress=True, announce=print):
     """Run ``pipeline`` (.cppipe or Batch_data.h5) on ``images`` in chunks on a Dask cluster; see the module doc.
+
+    ``chunk_size`` None means :func:`default_chunk_size`; a resumed batch keeps the chunk size it started with.
 
     Raises PreflightError before submitting anything when the pipeline would fail or be cut short, and
     ValueError when ``output`` holds another batch.
@@ -59,11 +71,14 @@ def run_batch(pipeline, images=None, output="batch_output", *, chunk_size=DEFAUL
     images = Path(images).resolve() if images else None
     plugins = Path(plugins_directory or plugins_dir()).resolve()
     folder.root.mkdir(parents=True, exist_ok=True)
-    image_sets = run_preflight(pipeline, images, plugins, folder.root / "image_sets.json")
+    image_sets = _complete_batch(folder, pipeline, images)
+    if image_sets is None:
+        image_sets = run_preflight(pipeline, images, plugins, folder.root / IMAGE_SETS)
     file_list = _write_file_list(folder.root, image_sets.file_list)
     chunk_size = folder.claim({"pipeline": str(pipeline), "pipeline_sha256": sha256_of_file(pipeline),
                                "images": str(images) if images else None, "image_sets": len(image_sets.numbers),
-                               "image_sets_sha256": sha256_of_lines(image_sets.names), "chunk_size": chunk_size})
+                               "image_sets_sha256": sha256_of_lines(image_sets.names),
+                               "chunk_size": chunk_size or default_chunk_size(len(image_sets.numbers), workers)})
     chunks = plan_chunks(image_sets.units(), chunk_size)
     pending = [leaf for chunk in chunks for leaf in pending_leaves(folder, chunk)]
     outcome = BatchOutcome(folder.root, len(image_sets.numbers), len(chunks), 0)
@@ -91,6 +106,24 @@ def run_batch(pipeline, images=None, output="batch_output", *, chunk_size=DEFAUL
         folder.write_manifest(_manifest(outcome, pipeline, images, chunk_size, cluster, chunks, folder))
     outcome.manifest = manifest_path
     return outcome
+
+
+def _complete_batch(folder, pipeline, images):
+    """The image sets of the batch in OUT when it is complete for this pipeline and these files, else None.
+
+    A complete batch needs no pre-flight (nor CellProfiler at all) to be told there is nothing to do.
+    """
+    from cellcount_cellprofiler.batch.image_sets import ImageSets, list_image_files
+
+    recorded = folder.recorded()
+    if recorded is None or recorded["pipeline_sha256"] != sha256_of_file(pipeline) or \
+            not (folder.root / IMAGE_SETS).exists():
+        return None
+    image_sets = ImageSets(**json.loads((folder.root / IMAGE_SETS).read_text()))
+    if images is not None and image_sets.file_list and image_sets.file_list != list_image_files(images):
+        return None
+    chunks = plan_chunks(image_sets.units(), recorded["chunk_size"])
+    return None if any(pending_leaves(folder, chunk) for chunk in chunks) else image_sets
 
 
 def _write_file_list(root, files):

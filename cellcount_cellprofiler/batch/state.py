@@ -56,21 +56,25 @@ class BatchFolder:
     def chunk_folder(self, chunk):
         return self.chunks / chunk.name
 
+    def recorded(self):
+        """The description of the batch OUT holds (batch.json), or None."""
+        path = self.root / "batch.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def claim(self, description):
         """Start or resume the batch described by ``description``; ValueError if OUT holds a different batch.
 
         Returns the chunk size to use: the one recorded when OUT already holds this batch.
         """
         self.chunks.mkdir(parents=True, exist_ok=True)
-        recorded_path = self.root / "batch.json"
-        if recorded_path.exists():
-            recorded = json.loads(recorded_path.read_text())
+        recorded = self.recorded()
+        if recorded is not None:
             different = [key for key in ("pipeline_sha256", "image_sets_sha256") if recorded[key] != description[key]]
             if different:
                 raise ValueError(f"{self.root} holds another batch (its {' and '.join(different)} differ: another "
                                  "pipeline or other images). Give a new output folder (-o), or empty this one.")
             return recorded["chunk_size"]
-        _write_json(recorded_path, description)
+        _write_json(self.root / "batch.json", description)
         return description["chunk_size"]
 
     def read(self, chunk):

@@ -21,8 +21,9 @@ def add_parser(subparsers):
     parser.add_argument("-i", "--images", type=Path, metavar="IMAGES",
                         help="image folder (needed for a .cppipe; optional for a Batch_data.h5)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
-                        help=f"image sets per CellProfiler process (default {DEFAULT_CHUNK_SIZE})")
+    parser.add_argument("--chunk-size", type=int, metavar="N",
+                        help=f"image sets per CellProfiler process (default {DEFAULT_CHUNK_SIZE}, or fewer so that "
+                             "each worker gets two chunks; a resumed batch keeps its chunk size)")
     parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="Dask workers: local processes, or jobs on a batch system (default 2)")
     parser.add_argument("--cluster", choices=CLUSTER_KINDS, default="local", help="where to run (default local)")
