@@ -10,11 +10,17 @@ margin so that such a component, and everything computed for it, equals the whol
 Each component is handed out once, from the window where it is exact and whose core holds its *anchor* (its
 first pixel in raster order). A component that is not exact in any block (a clump larger than the halo, or one
 lying across a seam) is computed again on a window grown around it until it is exact. Peak memory is that of one
-window, plus the windows grown around such components.
+window per worker thread (plus one waiting), plus the windows grown around such components.
+
+Blocks are analysed by a pool of threads, in order: OpenCV and numpy release the GIL, so the blocks' morphology runs
+on several cores while the bookkeeping (which component is handed out where) stays in the calling thread.
 """
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -23,7 +29,12 @@ from scipy import ndimage as ndi
 
 from .tiling import plan_tiles
 
-__all__ = ["Part", "iter_components"]
+__all__ = ["Part", "default_workers", "iter_components"]
+
+
+def default_workers() -> int:
+    """Threads that analyse blocks by default: the CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -59,6 +70,7 @@ def iter_components(
     *,
     block_side: int = 2048,
     halo: int = 128,
+    workers: int | None = None,
 ) -> Iterator[Part]:
     """Hand out every connected component of an image exactly once, computed block by block.
 
@@ -75,6 +87,8 @@ def iter_components(
         a bounding box of that size is computed as in the whole image.
     block_side, halo : int
         Core side and the overlap added on each side of it, in pixels.
+    workers : int, optional
+        Threads analysing blocks ahead of the caller (default `default_workers`); `analyse` must be thread-safe.
 
     Yields
     ------
@@ -90,10 +104,10 @@ def iter_components(
     if block_side < 1 or halo < 1:
         raise ValueError(f"block_side={block_side} and halo={halo} must be positive numbers of pixels.")
     plan = plan_tiles(shape, block_side + 2 * halo, 2 * halo)
+    windows = [(slice(tile.y, tile.y + plan.tile_shape[0]), slice(tile.x, tile.x + plan.tile_shape[1]))
+               for tile in plan.tiles]
     handed_out = set()  # anchors of the components handed out so far
-    for tile in plan.tiles:
-        window = (slice(tile.y, tile.y + plan.tile_shape[0]), slice(tile.x, tile.x + plan.tile_shape[1]))
-        components, extra = analyse(window)
+    for tile, window, (components, extra) in zip(plan.tiles, windows, _analysed(windows, analyse, workers)):
         ids, seeds = [], []
         for index, box in enumerate(ndi.find_objects(components), start=1):
             if box is None:
@@ -109,6 +123,22 @@ def iter_components(
         del components, extra
         for seed_pixels in seeds:
             yield from _resolve(seed_pixels, analyse, shape, margin, handed_out)
+
+
+def _analysed(windows, analyse, workers):
+    """``analyse(window)`` for each window, in order, computed by `workers` threads at most one window ahead each."""
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if workers == 1 or len(windows) == 1:
+        yield from map(analyse, windows)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="cellcount-block") as pool:
+        pending = deque()
+        for window in windows:
+            pending.append(pool.submit(analyse, window))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _shift(box, window):

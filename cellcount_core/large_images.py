@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from .blockwise import iter_components
-from .diameter import component_diameters, diameter_from_components
-from .postprocess import labels_from_mask
+from .diameter import diameter_from_components
+from .postprocess import fill_mask_holes, label_components, labels_from_mask
 from .thresholds import THRESHOLD_METHODS, apply_threshold
 
 __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label_centroids", "labels_in_blocks",
@@ -109,6 +109,7 @@ def labels_in_blocks(
     split_touching: bool = True,
     exclude_border: bool = False,
     block_side: int | None = None,
+    workers: int | None = None,
 ) -> BlockLabels:
     """Threshold and post-process a probability map block by block, as a whole-image run would.
 
@@ -121,6 +122,8 @@ exclude_border
         As in `segmentation.labels_from_probability`.
     block_side : int, optional
         Side of the blocks' cores in pixels; default `BLOCK_SIDE`.
+    workers : int, optional
+        Threads post-processing blocks at once; default `blockwise.default_workers` (the usable CPU cores).
 
     Returns
     -------
@@ -140,9 +143,9 @@ exclude_border
     labels = np.zeros(probability.shape, np.int32)
     estimated = diameter is None
     if estimated:
-        diameter = _estimate_diameter(probability, threshold, block_side, cores)
+        diameter = _estimate_diameter(probability, threshold, block_side, cores, workers)
     if diameter or not estimated:  # an estimated 0 means an empty mask
-        _label(labels, probability, threshold, diameter, block_side, None if estimated else cores,
+        _label(labels, probability, threshold, diameter, block_side, None if estimated else cores, workers,
                min_size=min_size, fill_holes=fill_holes, split_touching=split_touching, exclude_border=exclude_border)
     return BlockLabels(labels, cores.mask, threshold.report(cores.thresholds), float(diameter))
 
@@ -201,44 +204,54 @@ class _CoreRecord:
             self.thresholds.append((part.core, window_threshold))
 
 
-def _estimate_diameter(probability, threshold, block_side, cores):
+def component_diameters(filled, components, weights):
+    """`diameter.component_diameters` of every component 1..n (index 0 unused), with OpenCV's distance transform
+    (float32) and sums by bincount: a few times faster on a block."""
+    n = int(components.max(initial=0))
+    areas = np.bincount(components.ravel(), weights=weights.ravel(), minlength=n + 1)
+    distance = cv2.distanceTransform(filled.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    deepest = np.zeros(n + 1, np.float32)
+    np.maximum.at(deepest, components.ravel(), distance.ravel())
+    # the distance to the nearest background pixel centre overshoots the radius by about half a pixel
+    return np.sqrt(4.0 * areas / np.pi), np.maximum(2.0 * deepest.astype(float) - 1.0, 1.0)
+
+
+def _estimate_diameter(probability, threshold, block_side, cores, workers):
     """`diameter.estimate_diameter` of the thresholded map, from the components of each block."""
 
     def analyse(window):
         values = probability[window]
         window_mask, window_threshold = threshold(values)
-        filled = ndi.binary_fill_holes(window_mask)
-        return ndi.label(filled)[0], (filled, values, window_mask, window_threshold)
+        filled = fill_mask_holes(window_mask)
+        components = label_components(filled)[0]
+        return components, (component_diameters(filled, components, values), window_mask, window_threshold)
 
     equivalent, inscribed = [], []
     margin = threshold.reach + 3
     for part in iter_components(probability.shape, analyse, lambda h, w: max(h, w) + margin,
-                                block_side=block_side, halo=_DIAMETER_HALO + margin):
-        filled, values, window_mask, window_threshold = part.extra
+                                block_side=block_side, halo=_DIAMETER_HALO + margin, workers=workers):
+        (eq, ins), window_mask, window_threshold = part.extra
         cores.add(part, window_mask, window_threshold)
-        if len(part.ids):
-            eq, ins = component_diameters(filled, part.components, part.ids, values)
-            equivalent.append(eq)
-            inscribed.append(ins)
-    if not equivalent:
-        return 0.0
-    return diameter_from_components(np.concatenate(equivalent), np.concatenate(inscribed))
+        equivalent.append(eq[part.ids])
+        inscribed.append(ins[part.ids])
+    equivalent, inscribed = np.concatenate(equivalent), np.concatenate(inscribed)
+    return diameter_from_components(equivalent, inscribed) if len(equivalent) else 0.0
 
 
-def _label(labels, probability, threshold, diameter, block_side, cores, *, exclude_border, **options):
+def _label(labels, probability, threshold, diameter, block_side, cores, workers, *, exclude_border, **options):
     """Write the objects of `postprocess.labels_from_mask` into `labels`, block by block; record the cores."""
 
     def analyse(window):
         values = probability[window]
         window_mask, window_threshold = threshold(values)
         window_labels = labels_from_mask(window_mask, values, diameter=diameter, exclude_border=False, **options)
-        return ndi.label(window_labels > 0)[0], (window_labels, window_mask, window_threshold)
+        return label_components(window_labels > 0)[0], (window_labels, window_mask, window_threshold)
 
     # how far a window side reaches: the adaptive threshold, the two smoothings of the watershed surface
     context = threshold.reach + 2 * _gaussian_radius(diameter / 20.0) + _gaussian_radius(1.0) + 3
     next_id = 1
     for part in iter_components(probability.shape, analyse, lambda h, w: max(h, w) + context,
-                                block_side=block_side, halo=4 * math.ceil(diameter) + context):
+                                block_side=block_side, halo=4 * math.ceil(diameter) + context, workers=workers):
         window_labels, window_mask, window_threshold = part.extra
         if cores is not None:
             cores.add(part, window_mask, window_threshold)

@@ -25,7 +25,8 @@ from skimage.segmentation import watershed
 
 from .diameter import check_mask_inputs, estimate_diameter
 
-__all__ = ["default_min_size", "labels_from_mask", "remove_objects_outside_diameter"]
+__all__ = ["default_min_size", "fill_mask_holes", "label_components", "labels_from_mask",
+           "remove_objects_outside_diameter"]
 
 #: A component whose area is at most this multiple of its inscribed disk's area is one cell (a disk gives 1, an
 #: ellipse of axis ratio 1.4 gives 1.4; two disks overlapping by a fifth of their diameter give 1.6).
@@ -57,11 +58,27 @@ def default_min_size(diameter: float) -> int:
     return max(1, int(round(np.pi * diameter**2 / 16.0)))
 
 
-def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """4-connected components of a bool mask (as `scipy.ndimage.label`) and their OpenCV stats (x, y, w, h, area)."""
-    _, components, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4,
-                                                               ltype=cv2.CV_32S)
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4-connected components of a bool mask (as `scipy.ndimage.label`: int32 labels 1..n, 0 background) and their
+    OpenCV stats, one row per label 0..n: x, y, width, height, area."""
+    _, components, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask).view(np.uint8),
+                                                               connectivity=4, ltype=cv2.CV_32S)
     return components, stats
+
+
+def _enclosed(stats: np.ndarray, shape) -> np.ndarray:
+    """Which components (rows of `label_components` stats) keep off the image border; row 0 never."""
+    x, y, w, h = stats[:, :4].T
+    enclosed = (x > 0) & (y > 0) & (x + w < shape[1]) & (y + h < shape[0])
+    enclosed[0] = False
+    return enclosed
+
+
+def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
+    """`scipy.ndimage.binary_fill_holes`: background that no 4-connected path joins to the border becomes
+    foreground."""
+    background, stats = label_components(~mask)
+    return mask | _enclosed(stats, mask.shape)[background]
 
 
 def _keep(components: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -75,7 +92,7 @@ def _keep(components: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     """`skimage.morphology.remove_small_holes`: background components of fewer than `max_area` pixels become
     foreground (those touching the image border too)."""
-    background, stats = _components(~mask)
+    background, stats = label_components(~mask)
     small = stats[:, cv2.CC_STAT_AREA] < max_area
     small[0] = False  # label 0 is the foreground
     return mask | small[background]
@@ -221,10 +238,8 @@ def _split(components: np.ndarray, stats: np.ndarray, probability: np.ndarray | 
 
 def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> np.ndarray:
     """Give each background hole of at most max_area pixels that one object alone encloses to that object."""
-    holes, stats = _components(labels == 0)
-    x, y, w, h, area = stats.T
-    inner = (x > 0) & (y > 0) & (x + w < labels.shape[1]) & (y + h < labels.shape[0]) & (area <= max_area)
-    inner[0] = False  # label 0 is the objects
+    holes, stats = label_components(labels == 0)
+    inner = _enclosed(stats, labels.shape) & (stats[:, cv2.CC_STAT_AREA] <= max_area)
     if not inner.any():
         return labels
     # the objects around each candidate hole: object pixels next to it (the largest hole id among their neighbours)
@@ -310,7 +325,7 @@ def labels_from_mask(
     if fill_holes:
         # specks of holes before splitting; filling the gaps between touching cells would merge them
         mask = _fill_small_holes(mask, max(1, int(np.pi * diameter**2 / 64.0)))
-    components, stats = _components(mask)
+    components, stats = label_components(mask)
     del mask
     min_size = default_min_size(diameter) if min_size is None else int(min_size)
     large = stats[:, cv2.CC_STAT_AREA] >= min_size

@@ -51,6 +51,32 @@ def test_iter_components_hands_out_each_component_once_even_across_many_blocks()
     assert handed_out == n and same_objects(found, expected)
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_iter_components_gives_the_same_parts_with_any_number_of_threads(workers):
+    mask = ndi.binary_dilation(np.random.default_rng(1).random((200, 230)) > 0.99, iterations=2)
+
+    def analyse(window):
+        return ndi.label(mask[window])[0], window
+
+    parts = [(part.window, part.core, part.extra, part.ids.tolist())
+             for part in iter_components(mask.shape, analyse, lambda h, w: 1, block_side=50, halo=6, workers=workers)]
+    assert all(window == extra for window, _, extra, _ in parts)  # each window with its own analysis
+    assert parts == [(part.window, part.core, part.extra, part.ids.tolist())
+                     for part in iter_components(mask.shape, analyse, lambda h, w: 1, block_side=50, halo=6,
+                                                 workers=1)]
+
+
+def test_component_diameters_of_blocks_equal_the_diameter_module(crowded):
+    from cellcount_core import diameter
+
+    _, probability = crowded
+    filled = ndi.binary_fill_holes(probability > 0.5)
+    components, n = ndi.label(filled)
+    expected = diameter.component_diameters(filled, components, np.arange(1, n + 1), probability)
+    found = large_images.component_diameters(filled, components.astype(np.int32), probability)
+    np.testing.assert_allclose(np.asarray(found)[:, 1:], expected, rtol=1e-5)
+
+
 def test_iter_components_rejects_empty_blocks():
     with pytest.raises(ValueError, match="positive"):
         next(iter_components((10, 10), None, lambda h, w: 1, block_side=0))
@@ -80,7 +106,7 @@ def test_blocks_give_the_whole_image_objects(crowded, options):
     assert same_objects(blocks.labels, whole.labels)
     assert blocks.labels.dtype == np.int32 and np.array_equal(np.unique(blocks.labels), np.arange(whole.count + 1))
     assert np.array_equal(blocks.mask, whole.mask)
-    assert blocks.diameter == whole.diameter
+    assert blocks.diameter == pytest.approx(whole.diameter, rel=1e-6)  # OpenCV float32 distances in blocks
     assert blocks.threshold == pytest.approx(whole.threshold, abs=0.01)  # adaptive: averaged over blocks
 
 
