@@ -8,7 +8,7 @@ from cellcount_core.normalization import CLIP_RANGE
 from cellcount_core.normalization import normalize_percentile as numpy_normalize
 from training.batches import TensorBatches, random_dihedral
 from training.crops import Record
-from training.device_crops import DeviceCrops, Geometry, background_windows
+from training.device_crops import CropSettings, DeviceCrops, background_windows
 from training.packed import level_for_scale, pack, sample
 from training.photometric import (Photometric, contrast_brightness, gamma, gaussian_blur, noise, normalize_percentile,
                                   smooth_field, specks, texture)
@@ -32,20 +32,22 @@ def _crop(stack, scale, size, centre, dihedral=0):
     scale = torch.tensor([float(scale)])
     y, x = source_coordinates(torch.tensor([centre[0]]), torch.tensor([centre[1]]), scale, torch.tensor([dihedral]),
                               size)
-    values, inside = sample(stack, torch.tensor([0]), level_for_scale(scale), y, x)
-    return values, inside, area_factor(y, x)
+    return sample(stack, torch.tensor([0]), level_for_scale(scale), y, x), area_factor(y, x)
 
 
 def test_packed_images_of_different_sizes_read_back_exactly_and_zero_outside():
     first, second = np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(30, dtype=np.float32).reshape(5, 6)
     stack = pack([first, second], torch.float32)
     rows, cols = torch.meshgrid(torch.arange(-1, 6.0), torch.arange(-1, 7.0), indexing="ij")
-    values, inside = sample(stack, torch.tensor([0, 1]), torch.tensor([0, 0]), rows.expand(2, -1, -1),
-                            cols.expand(2, -1, -1))
+    values = sample(stack, torch.tensor([0, 1]), torch.tensor([0, 0]), rows.expand(2, -1, -1), cols.expand(2, -1, -1))
     np.testing.assert_array_equal(values[1, 0, 1:6, 1:7], second)
     np.testing.assert_array_equal(values[0, 0, 1:4, 1:5], first)
-    assert values[0, 0, 5, 6] == 0 and inside[0, 0, 5, 6] == 0 and inside[1, 0, 3, 3] == 1
-    assert stack.heights[:, 1].tolist() == [5, 2, 1] and stack.levels[1][0, 0] == np.mean(first[:2, :2])
+    assert values[0, 0, 5, 6] == 0 and values[0, 0, 0, 0] == 0 and values[1, 0, 0, 3] == 0
+    far = sample(stack, torch.tensor([0]), torch.tensor([0]), torch.tensor([[[-9.0, 40.0, 1.5]]]),
+                 torch.tensor([[[1.0, 2.0, 3.5]]]))
+    assert far[0, 0, 0, :2].tolist() == [0, 0] and float(far[0, 0, 0, 2]) == pytest.approx(first[1:3, 3].mean() / 2)
+    halves = sample(stack, torch.tensor([1]), torch.tensor([1]), torch.tensor([[[0.5]]]), torch.tensor([[[0.5]]]))
+    assert stack.heights[:, 1].tolist() == [5, 2, 1] and float(halves) == second[:2, :2].mean()
 
 
 def test_the_eight_flips_and_rotations_are_those_of_numpy():
@@ -61,7 +63,7 @@ def test_the_eight_flips_and_rotations_are_those_of_numpy():
 def test_zoom_changes_object_sizes_by_the_factor(scale):
     radius = 16 if scale < 1 else 5
     disk = _disk((96, 96), (48, 48), radius)
-    mask, _, factor = _crop(pack([disk]), scale, 64, (48, 48))
+    mask, factor = _crop(pack([disk]), scale, 64, (48, 48))
     area = float((mask > 0.5).sum())
     assert area == pytest.approx(disk.sum() * scale**2, rel=0.12)
     assert float(factor.mean()) == pytest.approx(1 / scale**2, rel=1e-4)
@@ -71,7 +73,7 @@ def test_zoom_changes_object_sizes_by_the_factor(scale):
 def test_resampled_density_keeps_its_mass(scale):
     density = _disk((64, 64), (30, 33), 6)
     density /= density.sum()  # one cell of unit mass
-    values, _, factor = _crop(pack([density], torch.float32), scale, 96, (31.5, 31.5))
+    values, factor = _crop(pack([density], torch.float32), scale, 96, (31.5, 31.5))
     assert float((values * factor).sum()) == pytest.approx(1.0, abs=0.02)
 
 
@@ -92,9 +94,9 @@ SEGMENTER_TARGETS = ({"mask": "binary", "weight": "smooth"}, {"mask": 0.0, "weig
 
 
 def test_crops_keep_image_and_mask_aligned_under_flips_zoom_and_elastic():
-    geometry = Geometry(crop_size=32, scale_p=1.0, scale_range=(0.7, 1.5), elastic_p=1.0, elastic=1.5,
+    settings = CropSettings(crop_size=32, scale_p=1.0, scale_range=(0.7, 1.5), elastic_p=1.0, elastic=1.5,
                         elastic_spacing=8, negative_p=0.0)
-    crops = DeviceCrops([_cells(0), _cells(1)], *SEGMENTER_TARGETS, batch_size=8, geometry=geometry,
+    crops = DeviceCrops([_cells(0), _cells(1)], *SEGMENTER_TARGETS, batch_size=8, settings=settings,
                         photometric=NO_PHOTOMETRIC, crops_per_image=8)
     for batch in crops.epoch(0):
         assert batch["image"].shape == batch["mask"].shape == batch["weight"].shape == (8, 1, 32, 32)
@@ -103,19 +105,19 @@ def test_crops_keep_image_and_mask_aligned_under_flips_zoom_and_elastic():
 
 
 def test_density_crops_keep_the_count_at_any_zoom():
-    geometry = Geometry(crop_size=96, scale_p=1.0, scale_range=(0.25, 2.0), elastic_p=1.0, elastic=1.0,
+    settings = CropSettings(crop_size=96, scale_p=1.0, scale_range=(0.25, 2.0), elastic_p=1.0, elastic=1.0,
                         negative_p=0.0)
     records = [_cells(seed) for seed in range(3)]
-    crops = DeviceCrops(records, {"density": "mass"}, {"density": 0.0}, batch_size=6, geometry=geometry,
+    crops = DeviceCrops(records, {"density": "mass"}, {"density": 0.0}, batch_size=6, settings=settings,
                         photometric=NO_PHOTOMETRIC, crops_per_image=4, target_dtype=torch.float32)
     for batch in crops.epoch(0):  # a 96 px crop at zoom <= 2 holds the whole 40 x 48 image
         np.testing.assert_allclose(batch["density"].sum(dim=(1, 2, 3)), 4.0, rtol=0.03)
 
 
 def test_negative_crops_have_empty_targets_and_normalized_images():
-    geometry = Geometry(crop_size=32, negative_p=1.0)
+    settings = CropSettings(crop_size=32, negative_p=1.0)
     records = [_cells(seed, (80, 80), 1) for seed in range(2)]  # room for real background windows
-    crops = DeviceCrops(records, *SEGMENTER_TARGETS, batch_size=64, geometry=geometry, crops_per_image=32)
+    crops = DeviceCrops(records, *SEGMENTER_TARGETS, batch_size=64, settings=settings, crops_per_image=32)
     assert len(crops.backgrounds) > 0
     batch = next(crops.epoch(0))
     assert torch.all(batch["mask"] == 0) and torch.all(batch["weight"] == 1.5)
@@ -137,7 +139,7 @@ def test_background_windows_hold_no_foreground():
 def test_crops_are_reproducible_from_the_seed_and_differ_between_epochs():
     def first_batch(seed, epoch):
         crops = DeviceCrops([_cells(0), _cells(1)], *SEGMENTER_TARGETS, batch_size=4,
-                            geometry=Geometry(crop_size=32), crops_per_image=2, seed=seed, repeats={"cells1": 3})
+                            settings=CropSettings(crop_size=32), crops_per_image=2, seed=seed, repeats={"cells1": 3})
         assert len(crops.order) == (1 + 3) * 2
         return next(crops.epoch(epoch))
 

@@ -28,7 +28,7 @@ from .instances import read_instances
 from .loop import seed_everything, train
 from .losses import count_loss, density_loss
 from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
-                      crop_geometry, loop_config, read_split, training_record)
+                      crop_settings, loop_config, read_split, training_record)
 from .segmenter import NORMALIZATION
 from .validation import write_validation_metrics
 
@@ -192,14 +192,14 @@ def run(args: argparse.Namespace):
         validation = load_density_records(validation_samples, desc="validation images")
         if args.init_from is None:
             init_density_bias(model, float(np.mean([r.targets["density"].mean() for r in records])))
-        geometry = crop_geometry(args, model.size_divisor)
-        dataset = DeviceCrops(records, {"density": "mass"}, {"density": 0.0}, args.batch_size, geometry,
+        settings = crop_settings(args, model.size_divisor)
+        dataset = DeviceCrops(records, {"density": "mass"}, {"density": 0.0}, args.batch_size, settings,
                               crops_per_image=args.crops_per_image, seed=args.seed, target_dtype=torch.float32)
 
         def loss_fn(output, batch):
             return density_loss(output, batch["density"], args.density_scale, args.count_weight)
 
-        validate = density_validator(fixed_crops(validation, geometry.crop_size), loss_fn)
+        validate = density_validator(fixed_crops(validation, settings.crop_size), loss_fn)
     result = train(model, dataset, loss_fn, loop_config(args), validate)
     if not result.is_main:
         return args.out / args.name

@@ -32,8 +32,8 @@ TARGET_KINDS = ("binary", "smooth", "mass")
 
 
 @dataclass
-class Geometry:
-    """Random geometry of the crops.
+class CropSettings:
+    """Random settings of the crops.
 
     Attributes
     ----------
@@ -95,7 +95,7 @@ class DeviceCrops:
     targets: dict
     empty: dict
     batch_size: int
-    geometry: Geometry = field(default_factory=Geometry)
+    settings: CropSettings = field(default_factory=CropSettings)
     photometric: Photometric = field(default_factory=Photometric)
     crops_per_image: int = 12
     repeats: dict = field(default_factory=dict)
@@ -121,7 +121,7 @@ class DeviceCrops:
     @property
     def background_side(self) -> int:
         """Side of the real background windows (zoomed 2x into a crop)."""
-        return max(self.geometry.crop_size // 2, 4)
+        return max(self.settings.crop_size // 2, 4)
 
     def _background_windows(self, unique: list, owner: list) -> torch.Tensor:
         """``M x 3`` (image, centre row, centre column) windows of real background, a few per image."""
@@ -151,44 +151,49 @@ class DeviceCrops:
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> dict:
         """Augmented crops of images ``index`` (on the device): ``{"image": B x 1 x S x S, target: ...}``."""
-        geometry, size, device, batch = self.geometry, self.geometry.crop_size, self.device, len(index)
-        low, high = (math.log(value) for value in geometry.scale_range)
-        scale = torch.where(chosen(geometry.scale_p, batch, generator, device),
-                            torch.exp(uniform(low, high, batch, generator, device)), torch.ones(batch, device=device))
-        dihedral = torch.randint(8 if geometry.flips else 1, (batch,), generator=generator, device=device)
-        centre_y, centre_x = window_centres(self.images.heights[0, index].float(), self.images.widths[0, index].float(),
-                                            size / scale, generator)
-        negative = chosen(geometry.negative_p, batch, generator, device)
+        settings, batch, device = self.settings, len(index), self.device
+        negative = chosen(settings.negative_p, batch, generator, device)
         kind = torch.randint(len(KINDS), (batch,), generator=generator, device=device)
         background = negative & (kind == KINDS.index("background")) & (len(self.backgrounds) > 0)
-        if background.any():
-            pick = torch.randint(max(len(self.backgrounds), 1), (batch,), generator=generator, device=device)
-            window = self.backgrounds[pick]
-            index = torch.where(background, window[:, 0].long(), index)
-            centre_y, centre_x = torch.where(background, window[:, 1], centre_y), torch.where(background, window[:, 2],
-                                                                                             centre_x)
-            scale = torch.where(background, torch.full_like(scale, size / self.background_side), scale)
-        amplitude = torch.where(chosen(geometry.elastic_p, batch, generator, device),
-                                uniform(0, geometry.elastic, batch, generator, device), torch.zeros(batch, device=device))
-        displacement = elastic_displacement(batch, size, amplitude, geometry.elastic_spacing, generator)
-        y, x = source_coordinates(centre_y, centre_x, scale, dihedral, size, displacement)
+        index, centre_y, centre_x, scale = self._windows(index, background, generator)
+        dihedral = torch.randint(8 if settings.flips else 1, (batch,), generator=generator, device=device)
+        amplitude = torch.where(chosen(settings.elastic_p, batch, generator, device),
+                                uniform(0, settings.elastic, batch, generator, device), torch.zeros(batch, device=device))
+        displacement = elastic_displacement(batch, settings.crop_size, amplitude, settings.elastic_spacing, generator)
+        y, x = source_coordinates(centre_y, centre_x, scale, dihedral, settings.crop_size, displacement)
         level = level_for_scale(scale)
-        image, _ = sample(self.images, index, level, y, x)
-        values, _ = sample(self.packed_targets, self.target_of[index], level, y, x)
-        image = self._with_synthetic_negatives(image, negative & ~background, kind, generator)
+        image = self._with_synthetic_negatives(sample(self.images, index, level, y, x), negative & ~background, kind,
+                                               generator)
         image = self.photometric(image, generator)
         negatives = torch.nonzero(negative).flatten()
         if len(negatives):
             image[negatives] = normalize_percentile(image[negatives])
+        values = sample(self.packed_targets, self.target_of[index], level, y, x)
         out = {"image": image}
-        for channel, (name, target_kind) in enumerate(self.targets.items()):
+        for channel, (name, kind_of_target) in enumerate(self.targets.items()):
             target = values[:, channel:channel + 1]
-            if target_kind == "binary":
+            if kind_of_target == "binary":
                 target = (target > 0.5).float()
-            elif target_kind == "mass":
+            elif kind_of_target == "mass":
                 target = target * area_factor(y, x)
             out[name] = torch.where(negative.view(-1, 1, 1, 1), torch.full_like(target, self.empty[name]), target)
         return out
+
+    def _windows(self, index, background, generator):
+        """Image, window centre and zoom of each crop: random windows, or real background windows where asked."""
+        settings, size, batch, device = self.settings, self.settings.crop_size, len(index), self.device
+        low, high = (math.log(value) for value in settings.scale_range)
+        scale = torch.where(chosen(settings.scale_p, batch, generator, device),
+                            torch.exp(uniform(low, high, batch, generator, device)), torch.ones(batch, device=device))
+        centre_y, centre_x = window_centres(self.images.heights[0, index].float(), self.images.widths[0, index].float(),
+                                            size / scale, generator)
+        if background.any():
+            window = self.backgrounds[torch.randint(len(self.backgrounds), (batch,), generator=generator, device=device)]
+            index = torch.where(background, window[:, 0].long(), index)
+            centre_y = torch.where(background, window[:, 1], centre_y)
+            centre_x = torch.where(background, window[:, 2], centre_x)
+            scale = torch.where(background, torch.full_like(scale, size / self.background_side), scale)
+        return index, centre_y, centre_x, scale
 
     def _with_synthetic_negatives(self, image, synthetic, kind, generator) -> torch.Tensor:
         """``image`` with the ``synthetic`` crops replaced by normalized noise, constant or out-of-focus fields."""

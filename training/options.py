@@ -62,7 +62,7 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, lr: float, batch_size
 
 def add_crop_arguments(parser: argparse.ArgumentParser, *, crop_size: int, crops_per_image: int,
                        elastic_p: float) -> None:
-    """Add the options of the augmented crops (:class:`training.device_crops.Geometry`)."""
+    """Add the options of the augmented crops (:class:`training.device_crops.CropSettings`)."""
     parser.add_argument("--crop-size", type=int, default=crop_size, help="crop side in pixels (default %(default)s)")
     parser.add_argument("--crops-per-image", type=int, default=crops_per_image,
                         help="crops per image and epoch (default %(default)s)")
@@ -75,20 +75,20 @@ def add_crop_arguments(parser: argparse.ArgumentParser, *, crop_size: int, crops
                         help="share of empty crops: real background, noise, constant, out-of-focus (default %(default)s)")
 
 
-def crop_geometry(args: argparse.Namespace, size_divisor: int):
-    """The :class:`training.device_crops.Geometry` the options ask for (crop side rounded down to the network's
+def crop_settings(args: argparse.Namespace, size_divisor: int):
+    """The :class:`training.device_crops.CropSettings` the options ask for (crop side rounded down to the network's
     size divisor)."""
-    from .device_crops import Geometry
+    from .device_crops import CropSettings
 
-    return Geometry(crop_size=args.crop_size - args.crop_size % size_divisor, scale_p=args.scale_p,
+    return CropSettings(crop_size=args.crop_size - args.crop_size % size_divisor, scale_p=args.scale_p,
                     scale_range=tuple(args.scale_range), elastic_p=args.elastic_p, negative_p=args.negative_p)
 
 
 def augmentation_record(crops) -> dict:
-    """The card's ``training.augmentation``: the crops' geometry and intensity settings."""
+    """The card's ``training.augmentation``: the crops' settings and intensity changes."""
     from dataclasses import asdict
 
-    return {"geometry": asdict(crops.geometry), "photometric": asdict(crops.photometric),
+    return {"crops": asdict(crops.settings), "photometric": asdict(crops.photometric),
             "crops_per_image": crops.crops_per_image}
 
 

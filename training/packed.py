@@ -2,7 +2,8 @@
 
 Training images (and their targets) are decoded once and kept in device memory: every image's channels are laid
 end to end in a ``C x total_pixels`` tensor, with each image's start and size recorded, so images of any size
-share one tensor without padding. Levels 1 and 2 are 2x and 4x area-averaged copies (mip-maps): a crop drawn at a
+share one tensor. Each image carries a border of zeros (1 pixel above and left, 2 below and right), so a bilinear
+read never needs a bounds check: coordinates are clamped into the border, where the values are 0. Levels 1 and 2 are 2x and 4x area-averaged copies (mip-maps): a crop drawn at a
 quarter of the original size samples the 4x level, so small objects are averaged, not aliased away.
 
 :func:`sample` reads any set of per-sample coordinate grids from such a stack in one batched gather (bilinear, zero
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 #: Pyramid levels kept: 1x, 1/2 and 1/4 of the original size.
 LEVELS = 3
 
+#: Zero border around every packed image: left, right, top, bottom.
+BORDER = (1, 2, 1, 2)
+
 
 @dataclass
 class PackedStack:
@@ -28,9 +32,10 @@ class PackedStack:
     Attributes
     ----------
     levels : list of Tensor
-        Per level, ``C x P`` values (P = all pixels of all images at that level, row-major per image).
+        Per level, ``C x P`` values (P = all pixels of all bordered images at that level, row-major per image).
     starts, heights, widths : Tensor
-        ``LEVELS x N`` int64: where each image begins in its level's tensor and its size there.
+        ``LEVELS x N`` int64: where each bordered image begins in its level's tensor and its size there (without
+        the border).
     """
 
     levels: list
@@ -62,9 +67,10 @@ def pack(arrays: list[np.ndarray], dtype=torch.float16) -> PackedStack:
         for k in range(LEVELS):
             if k:
                 level = F.avg_pool2d(level[None], 2)[0] if min(level.shape[1:]) >= 2 else level
-            per_level[k].append(level.flatten(1).to(dtype))
+            per_level[k].append(F.pad(level, BORDER).flatten(1).to(dtype))
             sizes[1:, k, index] = level.shape[1:]
-    sizes[0] = np.cumsum(sizes[1] * sizes[2], axis=1) - sizes[1] * sizes[2]
+    areas = (sizes[1] + 3) * (sizes[2] + 3)
+    sizes[0] = np.cumsum(areas, axis=1) - areas
     starts, heights, widths = (torch.from_numpy(part) for part in sizes)
     return PackedStack([torch.cat(parts, dim=1) for parts in per_level], starts, heights, widths)
 
@@ -75,7 +81,7 @@ def level_for_scale(scale: torch.Tensor) -> torch.Tensor:
 
 
 def sample(stack: PackedStack, index: torch.Tensor, level: torch.Tensor, y: torch.Tensor,
-           x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+           x: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of images ``index`` at original-resolution coordinates ``y, x``, from pyramid ``level``.
 
     Parameters
@@ -88,40 +94,31 @@ def sample(stack: PackedStack, index: torch.Tensor, level: torch.Tensor, y: torc
 
     Returns
     -------
-    values : Tensor
+    Tensor
         ``B x C x H x W`` float32; pixels outside the image count as 0.
-    inside : Tensor
-        ``B x 1 x H x W`` float32: the share of the bilinear weight that fell inside the image (1 inside, 0 far
-        outside).
     """
     batch, height, width = y.shape
-    channels = stack.levels[0].shape[0]
-    values = torch.zeros(batch, channels, height, width, device=y.device)
-    inside = torch.zeros(batch, 1, height, width, device=y.device)
+    values = torch.zeros(batch, stack.levels[0].shape[0], height, width, device=y.device)
     for k in range(LEVELS):
         chosen = torch.nonzero(level == k).flatten()
         if len(chosen):
-            values[chosen], inside[chosen] = _bilinear(stack, k, index[chosen], y[chosen], x[chosen])
-    return values, inside
+            values[chosen] = _bilinear(stack, k, index[chosen], y[chosen], x[chosen])
+    return values
 
 
 def _bilinear(stack: PackedStack, k: int, index, y, x):
-    """Bilinear gather at level ``k`` for samples that all use that level."""
+    """Bilinear gather at level ``k`` for samples that all use that level: one ``index_select`` of the 4 corners."""
     step = 2.0**k
-    y, x = (y + 0.5) / step - 0.5, (x + 0.5) / step - 0.5  # pixel centres of the coarser level
     start, height, width = (part[k, index].view(-1, 1, 1) for part in (stack.starts, stack.heights, stack.widths))
-    data = stack.levels[k]
+    y = torch.minimum(((y + 0.5) / step - 0.5).clamp(min=-1.0), height)  # into the zero border
+    x = torch.minimum(((x + 0.5) / step - 0.5).clamp(min=-1.0), width)
     y0, x0 = torch.floor(y), torch.floor(x)
     fy, fx = y - y0, x - x0
-    y0, x0 = y0.long(), x0.long()
-    values = torch.zeros(data.shape[0], *y.shape, device=y.device)
-    inside = torch.zeros(y.shape, device=y.device)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            row, col = y0 + dy, x0 + dx
-            valid = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-            weight = wy * wx * valid
-            flat = start + row.clamp(min=0).minimum(height - 1) * width + col.clamp(min=0).minimum(width - 1)
-            values += data[:, flat].float() * weight
-            inside += weight
-    return values.transpose(0, 1), inside[:, None]
+    row_length = width + 3
+    corner = start + (y0.long() + 1) * row_length + (x0.long() + 1)
+    offsets = torch.stack([torch.zeros_like(row_length), torch.ones_like(row_length), row_length, row_length + 1])
+    data = stack.levels[k]
+    v00, v01, v10, v11 = data.index_select(1, (corner + offsets).flatten()).view(
+        data.shape[0], 4, *corner.shape).float().unbind(1)
+    top, bottom = v00 + (v01 - v00) * fx, v10 + (v11 - v10) * fx
+    return (top + (bottom - top) * fy).transpose(0, 1)

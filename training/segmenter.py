@@ -18,7 +18,7 @@ from .instances import read_instances, separate_touching
 from .loop import seed_everything, train
 from .losses import segmentation_loss
 from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
-                      crop_geometry, loop_config, read_split, training_record)
+                      crop_settings, loop_config, read_split, training_record)
 from .validation import write_validation_metrics
 from .weight_maps import BACKGROUND_WEIGHT, weight_map
 
@@ -101,15 +101,15 @@ def run(args: argparse.Namespace) -> Path:
     validation = load_records(validation_samples, args.w0, args.sigma, args.contact_gaps, desc="validation images")
     model, params = build_model(args)
     repeats = read_oversampling(args.oversample, args.oversample_times) if args.oversample else {}
-    geometry = crop_geometry(args, model.size_divisor)
+    settings = crop_settings(args, model.size_divisor)
     crops = DeviceCrops(records, {"mask": "binary", "weight": "smooth"}, {"mask": 0.0, "weight": BACKGROUND_WEIGHT},
-                        args.batch_size, geometry, crops_per_image=args.crops_per_image, repeats=repeats,
+                        args.batch_size, settings, crops_per_image=args.crops_per_image, repeats=repeats,
                         seed=args.seed)
 
     def loss_fn(logits, batch):
         return segmentation_loss(logits, batch, args.dice_weight)
 
-    validate = crop_validator(fixed_crops(validation, geometry.crop_size), loss_fn)
+    validate = crop_validator(fixed_crops(validation, settings.crop_size), loss_fn)
     result = train(model, crops, loss_fn, loop_config(args), validate)
     if not result.is_main:
         return args.out / args.name
