@@ -128,11 +128,32 @@ def report(**values):
     print(json.dumps(values), flush=True)
 
 
-def run_child(module, *args):
-    """Run ``python -m module args`` and return the JSON dict its `report` printed."""
+def run_child(module, *args, code=None):
+    """Run ``python -m module args`` and return the JSON dict its `report` printed.
+
+    `code`: a folder whose ``cellcount_core`` the child imports instead of this checkout's (see `code_at`).
+    """
+    env, cwd = None, None
+    if code is not None:  # ``-m`` puts the working folder first on sys.path; the benchmarks come from here
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        cwd = code
     done = subprocess.run([sys.executable, "-m", module, *map(str, args)], check=True, capture_output=True,
-                          text=True)
+                          text=True, env=env, cwd=cwd)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def code_at(revision):
+    """A folder holding ``cellcount_core`` as it was at a git revision of this repository (cached)."""
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=root, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    folder = CACHE / f"code-{commit}"
+    if not (folder / "cellcount_core").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit, "cellcount_core"], cwd=root, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def save(name, payload):

@@ -84,7 +84,8 @@ def iter_components(
         Pixels at least `halo` from the window's cut sides must be labelled as in the whole image.
     margin : callable
         ``margin(height, width) -> int``: the distance from a window's cut sides beyond which a component with
-        a bounding box of that size is computed as in the whole image.
+        a bounding box of that size is computed as in the whole image; called with arrays of heights and widths
+        (use ``np.maximum``, not ``max``).
     block_side, halo : int
         Core side and the overlap added on each side of it, in pixels.
     workers : int, optional
@@ -107,71 +108,94 @@ def iter_components(
     windows = [(slice(tile.y, tile.y + plan.tile_shape[0]), slice(tile.x, tile.x + plan.tile_shape[1]))
                for tile in plan.tiles]
     handed_out = set()  # anchors of the components handed out so far
-    for tile, window, (components, extra) in zip(plan.tiles, windows, _analysed(windows, analyse, workers)):
-        ids, seeds = [], []
-        for index, box in enumerate(ndi.find_objects(components), start=1):
-            if box is None:
-                continue
-            if _is_exact(_shift(box, window), window, shape, margin):
-                anchor = _anchor(components, index, box, window)
-                if _contains(tile.dest, anchor) and anchor not in handed_out:
-                    handed_out.add(anchor)
-                    ids.append(index)
-            else:
-                seeds += _core_pixels(components, index, box, window, tile.dest)
-        yield Part(window, tile.dest, components, extra, np.asarray(ids, dtype=np.int64))
-        del components, extra
+
+    def survey(window):
+        return _Survey(window, *analyse(window), shape, margin)
+
+    for tile, found in zip(plan.tiles, _in_threads(survey, windows, workers)):
+        ids = []
+        candidates = found.exact & _inside(found.anchors, tile.dest)
+        for index, anchor in zip(found.labels[candidates].tolist(), map(tuple, found.anchors[candidates].tolist())):
+            if anchor not in handed_out:
+                handed_out.add(anchor)
+                ids.append(index)
+        seeds = [pixels for index, box in zip(found.labels[~found.exact], found.boxes[~found.exact])
+                 for pixels in _core_pixels(found.components, index, box, found.window, tile.dest)]
+        yield Part(found.window, tile.dest, found.components, found.extra, np.asarray(ids, dtype=np.int64))
+        del found
         for seed_pixels in seeds:
             yield from _resolve(seed_pixels, analyse, shape, margin, handed_out)
 
 
-def _analysed(windows, analyse, workers):
-    """``analyse(window)`` for each window, in order, computed by `workers` threads at most one window ahead each."""
+class _Survey:
+    """An analysed window with, for each of its components, its box, exactness and anchor (arrays, one row each).
+
+    Computed in the worker threads, so that the caller's thread only does the bookkeeping.
+    """
+
+    def __init__(self, window, components, extra, shape, margin):
+        self.window, self.components, self.extra = window, components, extra
+        found = ndi.find_objects(components)
+        self.labels = np.array([index for index, box in enumerate(found, start=1) if box is not None], np.int64)
+        #: window-relative boxes: first row, row stop, first column, column stop
+        self.boxes = np.array([(b[0].start, b[0].stop, b[1].start, b[1].stop) for b in found if b is not None],
+                              np.int64).reshape(-1, 4)
+        offset = np.array([window[0].start, window[0].start, window[1].start, window[1].start])
+        self.exact = _exact(self.boxes + offset, window, shape, margin)
+        self.anchors = _anchors(components, self.labels, self.boxes) + offset[1:3]
+
+
+def _in_threads(function, items, workers):
+    """``function(item)`` for each item, in order, computed by `workers` threads at most one item ahead each."""
     workers = default_workers() if workers is None else max(1, int(workers))
-    if workers == 1 or len(windows) == 1:
-        yield from map(analyse, windows)
+    if workers == 1 or len(items) == 1:
+        yield from map(function, items)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="cellcount-block") as pool:
         pending = deque()
-        for window in windows:
-            pending.append(pool.submit(analyse, window))
+        for item in items:
+            pending.append(pool.submit(function, item))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def _shift(box, window):
-    """A window-relative box in image coordinates."""
-    return tuple(slice(b.start + w.start, b.stop + w.start) for b, w in zip(box, window))
+def _exact(boxes, window, shape, margin):
+    """For image boxes (n x 4: row start, row stop, column start, column stop): True where the box keeps
+    ``margin(height, width)`` pixels from every side of the window that is not an image border."""
+    need = margin(boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2])
+    exact = np.ones(len(boxes), bool)
+    for axis, (side, length) in enumerate(zip(window, shape)):
+        start, stop = boxes[:, 2 * axis], boxes[:, 2 * axis + 1]
+        if side.start > 0:
+            exact &= start - side.start >= need
+        if side.stop < length:
+            exact &= side.stop - stop >= need
+    return exact
 
 
-def _is_exact(box, window, shape, margin):
-    """True if the image box keeps `margin` pixels from every side of the window that is not an image border."""
-    need = margin(box[0].stop - box[0].start, box[1].stop - box[1].start)
-    for b, w, length in zip(box, window, shape):
-        if w.start > 0 and b.start - w.start < need:
-            return False
-        if w.stop < length and w.stop - b.stop < need:
-            return False
-    return True
+def _anchors(components, labels, boxes):
+    """Window coordinates (n x 2) of each component's first pixel in raster order, found in its box's top row."""
+    rows, starts, widths = boxes[:, 0], boxes[:, 2], boxes[:, 3] - boxes[:, 2]
+    segment_starts = np.cumsum(widths) - widths
+    columns = np.arange(widths.sum()) - np.repeat(segment_starts - starts, widths)
+    hits = np.flatnonzero(components[np.repeat(rows, widths), columns] == np.repeat(labels, widths))
+    first = hits[np.searchsorted(hits, segment_starts)]  # every top row holds a pixel of its component
+    return np.stack([rows, columns[first]], axis=1)
 
 
-def _anchor(components, index, box, window):
-    """Image coordinates of a component's first pixel in raster order."""
-    row = box[0].start
-    column = box[1].start + int(np.argmax(components[row, box[1]] == index))
-    return row + window[0].start, column + window[1].start
-
-
-def _contains(region, point):
-    return all(r.start <= p < r.stop for r, p in zip(region, point))
+def _inside(points, region):
+    """Which points (n x 2, image coordinates) lie in a region (rows, columns)."""
+    return ((points[:, 0] >= region[0].start) & (points[:, 0] < region[0].stop)
+            & (points[:, 1] >= region[1].start) & (points[:, 1] < region[1].stop))
 
 
 def _core_pixels(components, index, box, window, core):
-    """The pixels of a component that lie in the core, as [(image row, image column) arrays], or []."""
-    rows = slice(max(box[0].start, core[0].start - window[0].start), min(box[0].stop, core[0].stop - window[0].start))
-    cols = slice(max(box[1].start, core[1].start - window[1].start), min(box[1].stop, core[1].stop - window[1].start))
+    """The pixels of a component (window box: row start, stop, column start, stop) in the core, as
+    [(image row, image column) arrays], or []."""
+    rows = slice(max(box[0], core[0].start - window[0].start), min(box[1], core[0].stop - window[0].start))
+    cols = slice(max(box[2], core[1].start - window[1].start), min(box[3], core[1].stop - window[1].start))
     if rows.start >= rows.stop or cols.start >= cols.stop:
         return []
     r, c = np.nonzero(components[rows, cols] == index)
@@ -180,11 +204,17 @@ def _core_pixels(components, index, box, window, core):
     return [(r + rows.start + window[0].start, c + cols.start + window[1].start)]
 
 
+def _box_of(components, index):
+    """The window box of one component, as a 1 x 4 array (row start, stop, column start, stop)."""
+    rows, cols = ndi.find_objects(components, max_label=index)[index - 1]
+    return np.array([[rows.start, rows.stop, cols.start, cols.stop]])
+
+
 def _resolve(seed_pixels, analyse, shape, margin, handed_out):
     """Hand out the exact components through the seed pixels of a component that was cut by its window."""
     rows, columns = seed_pixels
     pending = np.ones(len(rows), bool)
-    window = _grown((slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1)), None, shape, margin)
+    window = _grown(np.array([rows.min(), rows.max() + 1, columns.min(), columns.max() + 1]), None, shape, margin)
     while pending.any():
         seed = (int(rows[pending][0]), int(columns[pending][0]))
         window, components, extra, index = _exact_component_at(seed, window, analyse, shape, margin)
@@ -197,8 +227,8 @@ def _resolve(seed_pixels, analyse, shape, margin, handed_out):
         member = np.zeros(len(rows), bool)
         member[inside] = components[local_rows[inside], local_cols[inside]] == index
         pending &= ~member
-        box = ndi.find_objects(components, max_label=index)[index - 1]
-        anchor = _anchor(components, index, box, window)
+        [anchor] = _anchors(components, np.array([index]), _box_of(components, index)).tolist()
+        anchor = (anchor[0] + window[0].start, anchor[1] + window[1].start)
         if anchor not in handed_out:
             handed_out.add(anchor)
             yield Part(window, None, components, extra, np.asarray([index], dtype=np.int64))
@@ -211,18 +241,19 @@ def _exact_component_at(seed, window, analyse, shape, margin):
         index = int(components[seed[0] - window[0].start, seed[1] - window[1].start])
         if index == 0:
             return window, components, extra, 0
-        box = _shift(ndi.find_objects(components, max_label=index)[index - 1], window)
-        if _is_exact(box, window, shape, margin):
+        box = _box_of(components, index) + [window[0].start, window[0].start, window[1].start, window[1].start]
+        if _exact(box, window, shape, margin)[0]:
             return window, components, extra, index
-        window = _grown(box, window, shape, margin)
+        window = _grown(box[0], window, shape, margin)
 
 
 def _grown(box, window, shape, margin):
-    """The box widened by its margin on every side, joined with `window` (if any), within the image."""
-    need = margin(box[0].stop - box[0].start, box[1].stop - box[1].start)
+    """The image box (row start, stop, column start, stop) widened by its margin on every side, joined with
+    `window` (if any), within the image."""
+    need = int(margin(box[1] - box[0], box[3] - box[2]))
     grown = []
-    for axis, (b, length) in enumerate(zip(box, shape)):
-        start, stop = max(b.start - need, 0), min(b.stop + need, length)
+    for axis, length in enumerate(shape):
+        start, stop = max(int(box[2 * axis]) - need, 0), min(int(box[2 * axis + 1]) + need, length)
         if window is not None:
             start, stop = min(start, window[axis].start), max(stop, window[axis].stop)
         grown.append(slice(start, stop))

@@ -228,7 +228,7 @@ def _estimate_diameter(probability, threshold, block_side, cores, workers):
 
     equivalent, inscribed = [], []
     margin = threshold.reach + 3
-    for part in iter_components(probability.shape, analyse, lambda h, w: max(h, w) + margin,
+    for part in iter_components(probability.shape, analyse, lambda h, w: np.maximum(h, w) + margin,
                                 block_side=block_side, halo=_DIAMETER_HALO + margin, workers=workers):
         (eq, ins), window_mask, window_threshold = part.extra
         cores.add(part, window_mask, window_threshold)
@@ -245,34 +245,38 @@ def _label(labels, probability, threshold, diameter, block_side, cores, workers,
         values = probability[window]
         window_mask, window_threshold = threshold(values)
         window_labels = labels_from_mask(window_mask, values, diameter=diameter, exclude_border=False, **options)
-        return label_components(window_labels > 0)[0], (window_labels, window_mask, window_threshold)
+        components = label_components(window_labels > 0)[0]
+        component_of = np.zeros(int(window_labels.max()) + 1, np.int32)
+        component_of[window_labels.ravel()] = components.ravel()
+        return components, (window_labels, component_of, window_mask, window_threshold)
 
     # how far a window side reaches: the adaptive threshold, the two smoothings of the watershed surface
     context = threshold.reach + 2 * _gaussian_radius(diameter / 20.0) + _gaussian_radius(1.0) + 3
     next_id = 1
-    for part in iter_components(probability.shape, analyse, lambda h, w: max(h, w) + context,
+    for part in iter_components(probability.shape, analyse, lambda h, w: np.maximum(h, w) + context,
                                 block_side=block_side, halo=4 * math.ceil(diameter) + context, workers=workers):
-        window_labels, window_mask, window_threshold = part.extra
+        window_labels, component_of, window_mask, window_threshold = part.extra
         if cores is not None:
             cores.add(part, window_mask, window_threshold)
-        next_id = _write_objects(labels, part, window_labels, exclude_border, next_id)
+        next_id = _write_objects(labels, part, window_labels, component_of, exclude_border, next_id)
 
 
-def _write_objects(labels, part, window_labels, exclude_border, next_id):
-    """Copy the objects of a part's handed-out components into the image's labels with new ids; the next id."""
+def _write_objects(labels, part, window_labels, component_of, exclude_border, next_id):
+    """Copy the objects of a part's handed-out components into the image's labels with new ids; the next id.
+
+    ``component_of[label]`` is the component (of ``part.components``) that holds each object of `window_labels`.
+    """
     if len(part.ids) == 0:
         return next_id
-    owned = np.zeros(int(part.components.max()) + 1, bool)
+    owned = np.zeros(int(component_of.max()) + 1, bool)
     owned[part.ids] = True
-    member = owned[part.components]
-    keep = np.zeros(int(window_labels.max()) + 1, bool)
-    keep[window_labels[member]] = True
+    keep = owned[component_of]
     keep[0] = False
     if exclude_border:
         keep[_image_border_objects(window_labels, part.window, labels.shape)] = False
-    new_ids = np.cumsum(keep, dtype=np.int64) + (next_id - 1)
-    member &= keep[window_labels]
-    labels[part.window][member] = new_ids[window_labels[member]]
+    new_ids = np.where(keep, np.cumsum(keep) + (next_id - 1), 0).astype(labels.dtype)
+    values = new_ids[window_labels]
+    np.copyto(labels[part.window], values, where=values > 0)
     return next_id + int(keep.sum())
 
 
