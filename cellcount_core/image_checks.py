@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .normalization import _check_image_shape
+from .normalization import _check_image_shape, _percentile_sample
 
 #: The smallest side, in pixels, of an image the networks are run on. The smallest nucleus in the bundled
 #: segmenter's training images is about 6 pixels across (its card's ``diameter_range``): a narrower image cannot
@@ -31,11 +31,14 @@ class InsufficientMemoryError(MemoryError):
     """Counting an image would need more memory than the machine has available."""
 
 
-def check_image(image, source="image"):
+def check_image(image, source="image", masks_allowed=False):
     """Raise unless the networks can run on ``image`` and counting it fits in memory; ``source`` names it.
 
     Accepted: H x W, H x W x 3 or H x W x 4 arrays of a real numeric or boolean dtype, both sides at least
     :data:`MIN_IMAGE_SIDE` pixels, with finite values within float32's range (the networks compute in float32).
+    Binary masks (boolean, or two values only) are refused unless ``masks_allowed`` (a counter whose card says
+    ``"input": "mask"``): networks trained on intensity images find no cell in them (measured: 0 of 40,
+    tests/test_hostile_arrays.py).
 
     Raises
     ------
@@ -48,7 +51,7 @@ def check_image(image, source="image"):
     try:
         _check_image_shape(image)
     except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+        raise ValueError(f"{source} {str(error).removeprefix('image ')}") from None
     height, width = image.shape[:2]
     if min(height, width) < MIN_IMAGE_SIDE:
         raise ValueError(f"{source} is {height} x {width} pixels; the smallest image cellcount segments or counts "
@@ -64,7 +67,20 @@ def check_image(image, source="image"):
         if max(abs(low), abs(high)) > _FLOAT32_MAX:
             raise ValueError(f"{source} holds values up to {max(abs(low), abs(high)):.3g}, beyond float32's range "
                              f"(+-{_FLOAT32_MAX:.3g}) in which the networks compute; rescale the image first.")
+    if not masks_allowed and _is_binary(image):
+        raise ValueError(f"{source} is a binary mask (two values only); the networks read intensity images "
+                         "(fluorescence) and find no cell in a mask. Give the image itself; count a mask's objects "
+                         "with IdentifyPrimaryObjects, or with a counter whose card says \"input\": \"mask\".")
     check_memory(image.shape, image.dtype, source)
+
+
+def _is_binary(image):
+    """True for a boolean image, or one whose (subsampled) pixels take exactly two values."""
+    if image.dtype == bool:
+        return True
+    sample = _percentile_sample(image)
+    low, high = sample.min(), sample.max()
+    return bool(low != high and np.all((sample == low) | (sample == high)))
 
 
 def required_bytes(shape, dtype, loaded=True):

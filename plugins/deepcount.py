@@ -61,8 +61,8 @@ class DeepCount(ModelSettings, Module):
         image = workspace.image_set.get_image(self.x_name.value)
         if image.volumetric:
             raise ValueError(f"DeepCount got a 3-D image '{self.x_name.value}'; it counts 2-D images.")
-        check_image(image.pixel_data, source=f"image '{self.x_name.value}'")
-        self.model_card()
+        card = self.model_card()
+        check_image(image.pixel_data, source=f"image '{self.x_name.value}'", masks_allowed=card.input == "mask")
         count, _ = predict_count_at_cell_scale(
             image.pixel_data, model=self.model_path(), device=self.device.value, tile_size=self.tile_size.value,
             cell_size=self.cell_size(),
