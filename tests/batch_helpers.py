@@ -20,11 +20,13 @@ def copy_images(shared_data, folder, count):
     return folder
 
 
-def write_classical_pipeline(path):
-    """Images -> IdentifyPrimaryObjects -> ExportToSpreadsheet (fast, classical only), written to ``path``."""
-    from cellcount_cellprofiler.pipeline_builder import classical_module, export_module, input_modules, pipeline_text
+def write_classical_pipeline(path, create_batch_files=False):
+    """Images -> IdentifyPrimaryObjects -> ExportToSpreadsheet (fast, classical only) [-> CreateBatchFiles]."""
+    from cellcount_cellprofiler.pipeline_builder import (classical_module, export_module, input_modules, new_module,
+                                                         pipeline_text)
 
-    path.write_text(pipeline_text(input_modules() + [classical_module(), export_module()]))
+    last = [new_module("CreateBatchFiles")] if create_batch_files else []
+    path.write_text(pipeline_text(input_modules() + [classical_module(), export_module()] + last))
     return path
 
 
@@ -36,10 +38,10 @@ def plain_run(pipeline, images, output):
     return output
 
 
-def table(path):
-    """Rows of a table without the columns that differ from run to run (execution times)."""
+def table(path, ignore=()):
+    """Rows of a table without the columns that differ from run to run (execution times) and those in ``ignore``."""
     with open(path, newline="") as handle:
-        return [{key: value for key, value in row.items() if not key.startswith("ExecutionTime_")}
+        return [{key: value for key, value in row.items() if not key.startswith("ExecutionTime_") and key not in ignore}
                 for row in csv.DictReader(handle)]
 
 
@@ -53,9 +55,9 @@ def same_value(left, right):
         return False
 
 
-def assert_same_tables(batch_output, reference, names=("Image.csv", "Nuclei.csv")):
+def assert_same_tables(batch_output, reference, names=("Image.csv", "Nuclei.csv"), ignore=()):
     for name in names:
-        merged, expected = table(batch_output / name), table(reference / name)
+        merged, expected = table(batch_output / name, ignore), table(reference / name, ignore)
         assert len(merged) == len(expected), f"{name}: {len(merged)} rows, the plain run has {len(expected)}"
         for index, (row, expected_row) in enumerate(zip(merged, expected)):
             assert row.keys() == expected_row.keys(), f"{name}: other columns than the plain run's"

@@ -119,9 +119,11 @@ def test_an_interrupted_batch_resumes_with_only_the_rest(classical_pipeline, fou
     assert [path.name for path in (output / "chunks" / "000001-000002").glob("attempt-*")] == ["attempt-1"]
 
     attempts_before = sorted(output.rglob("attempt-*"))
+    started = time.monotonic()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr[-2000:]
     assert sorted(output.rglob("attempt-*")) == attempts_before
+    assert time.monotonic() - started < 30  # no CellProfiler, no cluster: the outputs on disk answer
 
 
 def test_a_corrupt_image_fails_alone(classical_pipeline, four_images, classical_reference, tmp_path):
@@ -147,3 +149,18 @@ def test_a_corrupt_image_fails_alone(classical_pipeline, four_images, classical_
     chunks = manifest_chunks(output)
     assert chunks[(3, 4)]["status"] == "split" and chunks[(3, 3)]["status"] == "failed"
     assert chunks[(4, 4)]["status"] == "done" and chunks[(1, 2)]["status"] == "done"
+
+
+def test_a_batch_data_file_runs_in_chunks(classical_pipeline, four_images, classical_reference, tmp_path):
+    pipeline = write_classical_pipeline(tmp_path / "create_batch_files.cppipe", create_batch_files=True)
+    made = subprocess.run([sys.executable, "-m", "cellprofiler", "-c", "-r", "-p", str(pipeline), "-i",
+                           str(four_images), "-o", str(tmp_path / "made")], capture_output=True, text=True, timeout=600)
+    batch_data = tmp_path / "made" / "Batch_data.h5"
+    assert batch_data.exists(), made.stderr[-3000:]
+    completed = subprocess.run(BATCH + [str(batch_data), "-o", str(tmp_path / "batch"), "--chunk-size", "2",
+                                        "--workers", "2"], capture_output=True, text=True, timeout=400)
+    assert completed.returncode == 0, completed.stdout + completed.stderr[-3000:]
+    assert sorted(manifest_chunks(tmp_path / "batch")) == [(1, 2), (3, 4)]
+    # CellProfiler itself numbers Group_Index from 1 and sets Group_Length = B - A + 1 in a Batch_data.h5 run of
+    # image sets A..B (docs/CLUSTER.md); everything else is the plain run's
+    assert_same_tables(tmp_path / "batch", classical_reference, ignore=("Group_Index", "Group_Length"))
