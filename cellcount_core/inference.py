@@ -12,6 +12,7 @@ import torch
 from . import gpu
 from .bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from .model_files import load_model, model_paths
+from .receptive_field import context_overlap
 from .cell_scale import CellScale, predict_at_cell_scale, probe_diameter, resize_image, scale_factor
 from .normalization import floor_range_on_noise, noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb
 from .tiling import iter_tile_outputs, plan_tiles, stitch
@@ -204,7 +205,12 @@ def _tile_function(model, activation=None, prepare=None):
     return run
 
 
-def predict_probability(image, model="default", device="Auto", tile_size=512, overlap=64, batch_size=4,
+def _overlap(network, inputs, overlap):
+    """The tile overlap: as given, or (None) the one that covers the network's receptive field."""
+    return context_overlap(network, inputs.shape[0]) if overlap is None else overlap
+
+
+def predict_probability(image, model="default", device="Auto", tile_size=512, overlap=None, batch_size=4,
                         progress=False):
     """Probability map of a segmentation model over an image of any size.
 
@@ -222,7 +228,9 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
     device : str
         "Auto", "CPU", "GPU" or e.g. "cuda:1"; see `resolve_device`.
     tile_size, overlap : int
-        Tile side and overlap in pixels; half the overlap is cropped from each interior tile side.
+        Tile side and overlap in pixels; half the overlap is cropped from each interior tile side. The default
+        (None) covers the network's receptive field (`receptive_field.context_overlap`), so the map does not
+        depend on the tile size.
     batch_size : int
         Tiles per network call.
     progress : bool
@@ -243,7 +251,7 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
     network, card = get_model(model, device, default=DEFAULT_SEGMENTER)
     _require_kind(card, "segmenter", model, "predict_probability")
     inputs, normalize = _image_input(image, card)
-    plan = plan_tiles(inputs.shape, tile_size, overlap, multiple=network.size_divisor)
+    plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap), multiple=network.size_divisor)
     run = _tile_function(network, torch.sigmoid, normalize)
     try:
         return stitch(run, inputs, plan, batch_size=batch_size, progress=progress)
@@ -251,7 +259,7 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
         gpu.release_cached_memory(next(network.parameters()).device)
 
 
-def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=64, batch_size=4,
+def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=None, batch_size=4,
                   progress=False):
     """Number of cells that a counting model sees in a mask or an image.
 
@@ -292,7 +300,8 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
             ])
             count = float(np.asarray(_tile_function(network)(resized[None])).sum())
         else:
-            plan = plan_tiles(inputs.shape, tile_size, overlap, multiple=network.size_divisor)
+            plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap),
+                              multiple=network.size_divisor)
             tiles = iter_tile_outputs(_tile_function(network, prepare=prepare), inputs, plan,
                                       batch_size=batch_size, progress=progress)
             count = sum(float(values.sum(dtype=np.float64)) for _, values in tiles)
@@ -329,7 +338,7 @@ def _segmenter_runner(model, device, tile_size, overlap, batch_size, progress):
     return run, card
 
 
-def predict_probability_at_cell_scale(image, model="default", device="Auto", tile_size=512, overlap=64,
+def predict_probability_at_cell_scale(image, model="default", device="Auto", tile_size=512, overlap=None,
                                       batch_size=4, progress=False, cell_size="auto"):
     """`predict_probability` with the image resized so that its cells fall in the model's diameter band.
 
@@ -358,7 +367,7 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     return predict_at_cell_scale(np.asarray(image), run, tuple(card.diameter_band), threshold, diameter)
 
 
-def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=64,
+def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=None,
                                 batch_size=4, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
     """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
 

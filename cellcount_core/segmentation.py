@@ -124,7 +124,7 @@ def segment_image(
     tile_size: int = 512,
     batch_size: int = 4,
     *,
-    overlap: int = 64,
+    overlap: int | None = None,
     progress: bool = False,
     cell_size: str | float = "auto",
     **postprocess_kwargs,

@@ -2,9 +2,9 @@
 sizes and post-processing block sizes: property-based tests over random images and settings (budget: fuzz.py).
 
 Measured while writing these (docs/RELIABILITY.md): runs and batch sizes agree bit for bit; thread counts change
-the probabilities by up to 2e-7 (float rounding in the convolutions), never a count. Tile sizes agree when the
-tile overlap covers the network's receptive field (128 pixels for the bundled segmenter, 192 for the counter);
-with the default overlap of 64 pixels the stitched maps differ near tile seams, which tests below pin down.
+the probabilities by up to 2e-7 (float rounding in the convolutions), never a count. Tile sizes agree because the
+default tile overlap covers each network's receptive field (128 pixels for the bundled segmenter, 192 for the
+counter); the former fixed overlap of 64 pixels made the stitched maps differ near tile seams.
 """
 
 import numpy as np
@@ -13,15 +13,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cellcount_core.inference import predict_count, predict_probability
+from cellcount_core.inference import get_model, predict_count, predict_probability
 from cellcount_core.large_images import labels_in_blocks
+from cellcount_core.receptive_field import context_overlap, receptive_radius
 from cellcount_core.segmentation import labels_from_probability
 from cellcount_core.synthetic import ideal_probability, synthetic_cells
 from fuzz import fuzz_settings
 
-#: Tile overlaps that cover the bundled networks' receptive fields (radius 62 and 94 pixels, measured by the
-#: gradient of one output pixel with respect to the input).
-SEGMENTER_OVERLAP, COUNTER_OVERLAP = 128, 192
 THRESHOLD = 0.5
 
 
@@ -73,27 +71,33 @@ def test_runs_batch_sizes_and_thread_counts_give_the_same_objects(image, batch_s
     assert count == pytest.approx(reference_count, rel=1e-5, abs=1e-4)
 
 
+@pytest.mark.parametrize("name, radius, overlap", [("nuclei-segmenter", 62, 128), ("nuclei-counter", 94, 192)])
+def test_the_default_overlap_covers_the_bundled_networks_receptive_fields(name, radius, overlap):
+    network, _ = get_model(name, "CPU")
+    assert receptive_radius(network) == radius
+    assert context_overlap(network) == overlap
+
+
 @fuzz_settings(3)
 @given(image=cell_images(min_side=260, max_side=520), tile_size=st.sampled_from([256, 512]))
-def test_tile_sizes_give_the_whole_image_objects_when_the_overlap_covers_the_receptive_field(image, tile_size):
+def test_tile_sizes_give_the_whole_image_objects(image, tile_size):
     whole_probability, whole = segment(image, tile_size=1024)
-    probability, found = segment(image, tile_size=tile_size, overlap=SEGMENTER_OVERLAP)
+    probability, found = segment(image, tile_size=tile_size)
     assert np.abs(probability - whole_probability).max() <= 1e-5
     assert found.count == whole.count and same_objects(found.labels, whole.labels)
     whole_count = predict_count(image, device="CPU", tile_size=1024)
-    count = predict_count(image, device="CPU", tile_size=tile_size, overlap=COUNTER_OVERLAP)
-    assert count == pytest.approx(whole_count, rel=1e-4, abs=1e-3)
+    assert predict_count(image, device="CPU", tile_size=tile_size) == pytest.approx(whole_count, rel=1e-4, abs=1e-3)
 
 
-def test_the_default_overlap_is_narrower_than_the_receptive_fields():
-    """Pins down the known seam effect (docs/RELIABILITY.md): 64 pixels of overlap leave 32 of context per tile
-    side, less than the networks see, so a 256-pixel tiling differs from a whole-image run near its seams."""
+def test_an_overlap_narrower_than_the_receptive_field_makes_seams():
+    """Why the default overlap is the receptive field's: 64 pixels (32 of context per tile side, the former
+    default) let a 256-pixel tiling differ from a whole-image run near its seams."""
     image = synthetic_cells((520, 520), 100, (12, 18), seed=1).image
     whole_probability, _ = segment(image, tile_size=1024)
-    probability, _ = segment(image, tile_size=256)
+    probability, _ = segment(image, tile_size=256, overlap=64)
     assert np.abs(probability - whole_probability).max() > 1e-3
     whole_count = predict_count(image, device="CPU", tile_size=1024)
-    assert abs(predict_count(image, device="CPU", tile_size=256) / whole_count - 1) > 1e-3
+    assert abs(predict_count(image, device="CPU", tile_size=256, overlap=64) / whole_count - 1) > 1e-3
 
 
 @st.composite
