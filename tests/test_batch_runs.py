@@ -164,3 +164,15 @@ def test_a_batch_data_file_runs_in_chunks(classical_pipeline, four_images, class
     # CellProfiler itself numbers Group_Index from 1 and sets Group_Length = B - A + 1 in a Batch_data.h5 run of
     # image sets A..B (docs/CLUSTER.md); everything else is the plain run's
     assert_same_tables(tmp_path / "batch", classical_reference, ignore=("Group_Index", "Group_Length"))
+
+
+def test_a_pipeline_that_would_be_cut_short_is_refused_before_anything_runs(cellprofiler, four_images, tmp_path):
+    no_plugins = tmp_path / "no_plugins"
+    no_plugins.mkdir()
+    output = tmp_path / "batch"
+    completed = subprocess.run(BATCH + [str(PIPELINES / "compare_counts.cppipe"), "-i", str(four_images), "-o",
+                                        str(output), "--plugins-directory", str(no_plugins)],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2, completed.stdout + completed.stderr[-2000:]
+    assert "DeepSegment: did not load" in completed.stdout and "Nothing was submitted" in completed.stdout
+    assert not (output / "chunks").exists() and not (output / "batch.json").exists()

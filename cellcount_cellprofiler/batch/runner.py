@@ -72,13 +72,16 @@ def run_batch(pipeline, images=None, output="batch_output", *, chunk_size=None, 
     plugins = Path(plugins_directory or plugins_dir()).resolve()
     folder.root.mkdir(parents=True, exist_ok=True)
     image_sets = _complete_batch(folder, pipeline, images)
+    checked = folder.root / f"{IMAGE_SETS}.new"  # kept only once OUT is known to hold this batch
     if image_sets is None:
-        image_sets = run_preflight(pipeline, images, plugins, folder.root / IMAGE_SETS)
-    file_list = _write_file_list(folder.root, image_sets.file_list)
+        image_sets = run_preflight(pipeline, images, plugins, checked)
     chunk_size = folder.claim({"pipeline": str(pipeline), "pipeline_sha256": sha256_of_file(pipeline),
                                "images": str(images) if images else None, "image_sets": len(image_sets.numbers),
                                "image_sets_sha256": sha256_of_lines(image_sets.names),
                                "chunk_size": chunk_size or default_chunk_size(len(image_sets.numbers), workers)})
+    if checked.exists():
+        os.replace(checked, folder.root / IMAGE_SETS)
+    file_list = _write_file_list(folder.root, image_sets.file_list)
     chunks = plan_chunks(image_sets.units(), chunk_size)
     pending = [leaf for chunk in chunks for leaf in pending_leaves(folder, chunk)]
     outcome = BatchOutcome(folder.root, len(image_sets.numbers), len(chunks), 0)
