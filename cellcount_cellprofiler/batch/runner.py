@@ -162,8 +162,7 @@ def _run_pending(pending, folder, make_spec, cluster, workers, cluster_options, 
     options = gpu_job_options(cluster, gpus_per_worker, dict(cluster_options or {}))
     with start_cluster(cluster, workers, options) as dask_cluster, Client(dask_cluster) as client:
         dashboard = dashboard_address(dask_cluster)
-        if dashboard:
-            announce(f"Dask dashboard: {dashboard}")
+        announce(f"Dask dashboard: {dashboard}" if dashboard else "No Dask dashboard (it needs: pip install bokeh).")
         with tqdm(total=total, initial=total - remaining, unit="image set", disable=not progress,
                   file=sys.stderr) as bar:
             scheduler = ChunkScheduler(client, folder, make_spec, retries, lambda record: bar.update(record.chunk.size))

@@ -38,6 +38,7 @@ class ChunkScheduler:
         self.client, self.folder, self.make_spec = client, folder, make_spec
         self.retries, self.on_finished = retries, on_finished
         self.in_flight, self.attempts_this_run = {}, {}
+        self.completed = None  # distributed.as_completed over the attempts in flight, made by run()
 
     def run(self, records):
         """Run every record to done or failed (each failed image set alone)."""
@@ -52,7 +53,7 @@ class ChunkScheduler:
 
     def _submit(self, record):
         attempt_folder = self.folder.next_attempt_folder(record)
-        attempt_folder.parent.mkdir(parents=True, exist_ok=True)
+        attempt_folder.mkdir(parents=True)  # made now, so that the next attempt's number and Dask key are new
         spec = self.make_spec(record.chunk, attempt_folder)
         future = self.client.submit(run_chunk, spec, pure=False, key=f"chunk-{record.chunk.name}-{attempt_folder.name}")
         self.in_flight[future] = record
