@@ -2,7 +2,8 @@
 
 Adam; the learning rate drops by 30 % after a plateau of the monitored validation metric (ReduceLROnPlateau,
 factor 0.7, patience 4, as c-ResUnet) and training stops early when it has not improved for a number of epochs
-(20 in c-ResUnet). Every epoch writes a checkpoint (resumable), a metrics CSV and a plot of the curves. CUDA and
+(20 in c-ResUnet). Every epoch writes a checkpoint (resumable) and a metrics CSV; the plot of the curves is redrawn
+at most once a minute and at the end (GPU epochs take seconds, a plot a fraction of one). CUDA and
 mixed precision are used when present; under ``torchrun`` (or any launcher that sets ``WORLD_SIZE``, ``RANK`` and
 ``MASTER_ADDR``/``MASTER_PORT``) the model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU) and only
 rank 0 validates and writes files.
@@ -31,6 +32,7 @@ from .batches import BatchSource
 CHECKPOINT = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "curves.png"
+PLOT_INTERVAL = 60.0  # seconds between redraws of curves.png
 
 
 @dataclass
@@ -64,7 +66,7 @@ class TrainConfig:
     monitor : str
         Validation metric to minimize (a key returned by the ``validate`` callback, or ``train_loss``).
     plot : bool
-        Redraw ``curves.png`` after every epoch.
+        Draw ``curves.png`` (at most once a minute, and at the end).
     """
 
     out_dir: Path
@@ -275,6 +277,7 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
     steps = train_set.steps(world)
     steps = steps if config.steps_per_epoch is None else min(steps, config.steps_per_epoch)
     started = time.monotonic()
+    plotted = -math.inf
     stop_reason = "max epochs"
     for epoch in range(state["epoch"] + 1, config.epochs):
         epoch_start = time.monotonic()
@@ -324,8 +327,9 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": state},
                          checkpoint)
             write_metrics_csv(state["history"], out_dir / METRICS_CSV)
-            if config.plot:
+            if config.plot and time.monotonic() - plotted > PLOT_INTERVAL:
                 plot_curves(state["history"], out_dir / CURVES_PNG)
+                plotted = time.monotonic()
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if state["stale"] >= config.early_stop:
             stop_reason = f"early stop: no improvement of {config.monitor} for {config.early_stop} epochs"
@@ -334,5 +338,7 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
         if _broadcast(over_time, world):
             stop_reason = f"time limit of {config.time_limit} minutes"
             break
+    if is_main and config.plot and state["history"]:
+        plot_curves(state["history"], out_dir / CURVES_PNG)
     return TrainResult(copy.deepcopy(state["best_state"]), state["best_epoch"], state["best_metrics"],
                        state["history"], stop_reason, is_main)
