@@ -109,6 +109,15 @@ def test_failure_reasons_name_the_signal_or_the_error(tmp_path):
     assert reason.startswith("CellProfiler exited with code 1 in module NamesAndTypes: OSError: image file is truncated")
 
 
+def test_an_attempt_rerun_after_its_worker_died_fails_without_starting_cellprofiler(tmp_path):
+    from cellcount_cellprofiler.batch.cellprofiler_run import LOG_NAME, run_chunk
+
+    (tmp_path / LOG_NAME).write_text("the first run of this attempt, whose worker died\n")
+    result = run_chunk(RunSpec("p.cppipe", 1, 2, str(tmp_path), "plugins"))
+    assert not result.ok and result.reason == "the Dask worker running this attempt died"
+    assert (tmp_path / LOG_NAME).read_text().startswith("the first run")
+
+
 def test_cluster_options_are_read_as_yaml_values():
     options = parse_cluster_options(["cores=4", "memory=8GB", "job_extra_directives=['--gres=gpu:1']", "queue=short"])
     assert options == {"cores": 4, "memory": "8GB", "job_extra_directives": ["--gres=gpu:1"], "queue": "short"}

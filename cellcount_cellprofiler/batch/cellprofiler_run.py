@@ -71,6 +71,9 @@ def run_chunk(spec):
     """Run CellProfiler for ``spec`` (in a Dask worker or anywhere); never raises for a failed run."""
     output = Path(spec.output)
     output.mkdir(parents=True, exist_ok=True)
+    if (output / LOG_NAME).exists():  # Dask reran this attempt after its worker died; that run may go on
+        return AttemptResult(False, None, 0.0, socket.gethostname(), "the Dask worker running this attempt died",
+                             str(output))
     started = time.monotonic()
     with open(output / LOG_NAME, "w") as log:
         log.write(" ".join(spec.command()) + "\n")
