@@ -75,10 +75,12 @@ def _enclosed(stats: np.ndarray, shape) -> np.ndarray:
 
 
 def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
-    """`scipy.ndimage.binary_fill_holes`: background that no 4-connected path joins to the border becomes
-    foreground."""
-    background, stats = label_components(~mask)
-    return mask | _enclosed(stats, mask.shape)[background]
+    """`scipy.ndimage.binary_fill_holes` (bool in, uint8 0/1 out): background that no 4-connected path joins to the
+    border becomes foreground, found by one flood fill from outside the image."""
+    outside = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
+    outside[1:-1, 1:-1] = mask
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)
+    return (outside[1:-1, 1:-1] != 2).view(np.uint8)
 
 
 def _keep(components: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -155,13 +157,16 @@ class _Splitter:
         return (slice(max(y - self.pad, 0), min(y + h + self.pad, height)),
                 slice(max(x - self.pad, 0), min(x + w + self.pad, width)))
 
-    def pieces(self, index, inscribed_radius):
-        """The component's cells as a labelled crop (1..k), with the crop's slices; None if it is one cell."""
+    def pieces(self, index, inscribed_radius, dips):
+        """The component's cells as a labelled crop (1..k), with the crop's slices; None if it is one cell.
+
+        `dips`: whether the probability falls inside it (a convex component without such a dip is one cell).
+        """
         box = self.crop(index)
         member = self.components[box] == index
-        filled = _filled(member)
+        filled = fill_mask_holes(member)
         convex = _is_convex(filled, inscribed_radius)
-        if convex and self.probability is None:
+        if convex and not dips:
             return None
         # a convex outline is cut only along the network's valleys; otherwise holes and gaps shape the seeds too
         shape = filled if convex else member.view(np.uint8)
@@ -201,30 +206,22 @@ def _h_maxima(surface: np.ndarray, depth: float) -> np.ndarray:
     return local_maxima(floor, connectivity=2, allow_borders=True)
 
 
-def _filled(member: np.ndarray) -> np.ndarray:
-    """A component's crop (bool) with its holes filled, as uint8 0/1 (a flood fill of the background from outside)."""
-    padded = np.pad(member, 1).astype(np.uint8)
-    flood = padded.copy()
-    cv2.floodFill(flood, None, (0, 0), 1)
-    return (padded | (1 - flood))[1:-1, 1:-1]
-
-
 def _split(components: np.ndarray, stats: np.ndarray, probability: np.ndarray | None, diameter: float,
            min_size: int) -> np.ndarray:
     """Split the components that are neither compact nor convex (see the module's notes); labels 1..n."""
     n = len(stats) - 1
-    distance = cv2.distanceTransform((components > 0).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # OpenCV's 5 x 5 chamfer distance: within 2 % of the exact one, enough to tell compact shapes, 7 times faster
+    distance = cv2.distanceTransform((components > 0).view(np.uint8), cv2.DIST_L2, 5)
     radii = _inscribed_radii(distance, components, n)
     areas = stats[:, cv2.CC_STAT_AREA]
-    candidates = areas > _COMPACT_RATIO * np.pi * radii**2
-    if probability is not None:
-        candidates |= _dips_inside(probability, distance, components, n)
+    dips = np.zeros(n + 1, bool) if probability is None else _dips_inside(probability, distance, components, n)
     del distance
-    candidates = np.flatnonzero(candidates[1:]) + 1
+    candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * radii**2) | dips)
+    candidates = candidates[candidates > 0]
     splitter = _Splitter(components, stats, probability, diameter, min_size)
     labels, next_id = components, n + 1
     for index in candidates:
-        found = splitter.pieces(index, float(radii[index]))
+        found = splitter.pieces(index, float(radii[index]), bool(dips[index]))
         if found is None:
             continue
         box, pieces = found
@@ -335,9 +332,9 @@ def labels_from_mask(
     labels = _split(components, stats, probability, diameter, min_size) if split_touching else components
     if fill_holes:
         labels = _fill_enclosed_holes(labels, np.pi * diameter**2 / 4.0)
-    if exclude_border:
-        labels = _without_border_objects(labels)
-    return _sequential(labels)
+    if exclude_border:  # the only step that leaves gaps in the ids 1..n
+        labels = _sequential(_without_border_objects(labels))
+    return labels
 
 
 def remove_objects_outside_diameter(labels: np.ndarray, min_diameter: float, max_diameter: float) -> np.ndarray:
