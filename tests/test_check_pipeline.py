@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -147,20 +146,19 @@ def test_json_pipeline_with_an_unknown_module(cellprofiler, tmp_path):
 
 # ---------------------------------------------------------------- the command, as cluster users run it
 
-def run_check(*arguments, data_home=None):
+def run_check(*arguments, data_home):
     """``cellcount check-pipeline ARGUMENTS``; ``data_home`` is $XDG_DATA_HOME, where CellProfiler 5 keeps its
-    official_plugins folder (an empty folder of the test's own when None, so the user's never counts)."""
-    data_home = data_home or Path(tempfile.mkdtemp())
+    official_plugins folder (a folder of the test's own, so that the user's plugins never count)."""
     return subprocess.run([CELLCOUNT, "check-pipeline", *map(str, arguments)], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "XDG_DATA_HOME": str(data_home)})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["compare_counts.cppipe", "deep_count.cppipe"])
-def test_shipped_pipelines_pass(name):
+def test_shipped_pipelines_pass(name, tmp_path):
     from cellcount_cellprofiler.plugin_folder import plugins_dir
 
-    completed = run_check(PIPELINES / name, "--plugins-directory", plugins_dir())
+    completed = run_check(PIPELINES / name, "--plugins-directory", plugins_dir(), data_home=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert f"plugin folder: {plugins_dir()}" in completed.stdout
     assert "nuclei-segmenter (segmenter" in completed.stdout and "nuclei-counter (counter" in completed.stdout
@@ -200,7 +198,7 @@ def test_without_a_plugin_folder_the_plugins_in_cellprofilers_default_folder_cou
 
 @pytest.mark.slow
 def test_plugin_folder_without_the_cellcount_plugins_fails_loudly(tmp_path):
-    completed = run_check(PIPELINES / "compare_counts.cppipe", "--plugins-directory", tmp_path)
+    completed = run_check(PIPELINES / "compare_counts.cppipe", "--plugins-directory", tmp_path, data_home=tmp_path)
     assert completed.returncode == 1
     said = completed.stdout
     for position, name in ((6, "DeepSegment"), (7, "DeepThreshold"), (8, "DeepCount")):
@@ -218,7 +216,8 @@ def test_plugin_file_that_fails_to_import_is_named_with_the_missing_package(tmp_
         "import package_that_is_not_installed\n\nclass RunSomething:\n    pass\n")
     text = (PIPELINES / "compare_counts.cppipe").read_text()
     (tmp_path / "pipeline.cppipe").write_text(with_unknown_module(text).replace("NoSuchModule", "RunSomething"))
-    completed = run_check(tmp_path / "pipeline.cppipe", "--plugins-directory", tmp_path / "plugins")
+    completed = run_check(tmp_path / "pipeline.cppipe", "--plugins-directory", tmp_path / "plugins",
+                          data_home=tmp_path)
     assert completed.returncode == 1
     assert ("module 6 RunSomething: did not load: its plugin file "
             f"{tmp_path / 'plugins' / 'runsomething.py'} fails to import: it needs the Python package "
@@ -226,7 +225,7 @@ def test_plugin_file_that_fails_to_import_is_named_with_the_missing_package(tmp_
 
 
 def test_a_missing_pipeline_file_is_named(tmp_path):
-    completed = run_check(tmp_path / "absent.cppipe")
+    completed = run_check(tmp_path / "absent.cppipe", data_home=tmp_path)
     assert completed.returncode == 2
     assert f"Pipeline {tmp_path / 'absent.cppipe'} does not exist" in completed.stderr
 
@@ -243,6 +242,6 @@ def test_batch_data_file_is_checked(cellprofiler, tmp_path):
     write_synthetic_images(tmp_path / "images")
     subprocess.run([sys.executable, "-m", "cellprofiler", "-c", "-r", "-p", str(tmp_path / "batch.cppipe"), "-i",
                     str(tmp_path / "images"), "-o", str(tmp_path / "out")], capture_output=True, timeout=600)
-    completed = run_check(tmp_path / "out" / "Batch_data.h5")
+    completed = run_check(tmp_path / "out" / "Batch_data.h5", data_home=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "Modules: 7 in the file, 7 loaded" in completed.stdout
