@@ -13,7 +13,7 @@ from . import gpu
 from .bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from .model_files import load_model, model_paths
 from .receptive_field import context_overlap
-from .cell_scale import CellScale, predict_at_cell_scale, probe_diameter, resize_image, scale_factor
+from .cell_scale import CellScale, cell_scale, predict_at_cell_scale, resize_image, scale_factor
 from .normalization import floor_range_on_noise, noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb
 from .tiling import iter_tile_outputs, plan_tiles, stitch
 
@@ -371,10 +371,11 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
                                 batch_size=4, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
     """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
 
-    With ``cell_size="auto"``, the segmenter's coarse probes (:func:`cellcount_core.cell_scale.probe_diameter`,
-    about 8 % of a segmenter pass) look for cells larger than the band; cells they do not see are taken to be
-    in the band. The density of the resized image sums to the count of the original one. Counters of masks,
-    of a fixed input size or without a ``diameter_band`` run at the image's own scale.
+    With ``cell_size="auto"``, the segmenter chooses the factor (:func:`cellcount_core.cell_scale.cell_scale`:
+    its coarse probes, about 8 % of a segmenter pass, and where they see large cells a full-size and a reduced
+    pass). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
+    resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a
+    ``diameter_band`` run at the image's own scale.
 
     Parameters
     ----------
@@ -399,7 +400,8 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     image = np.asarray(image)
     if diameter is None:
         run, seg_card = _segmenter_runner(segmenter, device, tile_size, overlap, batch_size, False)
-        diameter = probe_diameter(image, run, tuple(seg_card.diameter_band or card.diameter_band),
-                                  float(seg_card.default_threshold["value"]))
-    factor = scale_factor(diameter, tuple(card.diameter_band))
-    return predict_count(resize_image(image, factor), **count_options), CellScale(factor, float(diameter))
+        scale = cell_scale(image, run, tuple(seg_card.diameter_band or card.diameter_band),
+                           float(seg_card.default_threshold["value"]))
+    else:
+        scale = CellScale(scale_factor(diameter, tuple(card.diameter_band)), diameter)
+    return predict_count(resize_image(image, scale.factor), **count_options), scale
