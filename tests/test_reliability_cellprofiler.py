@@ -3,7 +3,8 @@
 Without ``--always-continue`` the run stops at the failing image set, exits 1 and writes no spreadsheet, not even
 for the image sets measured before it. With ``--always-continue`` every other image set is measured and exported,
 the failed one keeps a row with empty measurements from the failing module on, and the run exits 0. Either way
-the log names the module, the image set and its file.
+the log names the module, the image set and its file. A missing model file fails every image set, and with
+``--always-continue`` the run still exits 0.
 """
 
 import csv
@@ -66,3 +67,25 @@ def test_with_always_continue_the_other_image_sets_are_measured_and_exported(ima
         assert float(row["DeepCount_Nuclei"]) > 0
     objects = list(csv.DictReader(open(tmp_path / "DeepNuclei.csv", newline="")))
     assert sorted({row["ImageNumber"] for row in objects}) == ["1", "3"]
+
+
+def test_a_missing_model_file_fails_every_image_set_and_always_continue_hides_it(cellprofiler, tmp_path):
+    """Why `cellcount check-pipeline` comes first: with --always-continue a pipeline-wide problem still exits 0."""
+    from test_check_pipeline import deep_pipeline_text
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed, (name, count) in enumerate(TRUE_COUNTS.items()):
+        iio.imwrite(images / name, synthetic_cells((128, 128), count // 4, (12, 18), seed=seed).image)
+    pipeline = tmp_path / "missing_model.cppipe"
+    pipeline.write_text(deep_pipeline_text(tmp_path / "absent.safetensors", tmp_path / "absent-counter.safetensors"))
+    completed = subprocess.run([sys.executable, "-m", "cellprofiler", "-c", "-r", "-p", str(pipeline), "-i",
+                                str(images), "-o", str(tmp_path / "out"), "--plugins-directory", str(plugins_dir()),
+                                "--always-continue"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0
+    for number, name in enumerate(TRUE_COUNTS, start=1):
+        assert (f"DeepSegment (module 6) failed on image set {number} (DNA: {images}/{name}): Model card "
+                f"{tmp_path / 'absent.json'} not found") in completed.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out" / "Image.csv", newline="")))
+    assert len(rows) == 2 and all(int(row["Count_Nuclei"]) > 0 for row in rows)  # the modules before DeepSegment
+    assert not {"Count_DeepNuclei", "DeepCount_Nuclei"} & set(rows[0])  # no image set made them: no column
