@@ -87,5 +87,5 @@ def test_a_missing_model_file_fails_every_image_set_and_always_continue_hides_it
         assert (f"DeepSegment (module 6) failed on image set {number} (DNA: {images}/{name}): Model card "
                 f"{tmp_path / 'absent.json'} not found") in completed.stderr
     rows = list(csv.DictReader(open(tmp_path / "out" / "Image.csv", newline="")))
-    assert len(rows) == 2 and all(int(row["Count_Nuclei"]) > 0 for row in rows)  # the modules before DeepSegment
+    assert len(rows) == 2 and all(float(row["Count_Nuclei"]) > 0 for row in rows)  # the modules before DeepSegment
     assert not {"Count_DeepNuclei", "DeepCount_Nuclei"} & set(rows[0])  # no image set made them: no column
