@@ -205,9 +205,9 @@ def _tile_function(model, activation=None, prepare=None):
     return run
 
 
-def _overlap(network, inputs, overlap):
+def _overlap(network, inputs, overlap, tile_size):
     """The tile overlap: as given, or (None) the one that covers the network's receptive field."""
-    return context_overlap(network, inputs.shape[0]) if overlap is None else overlap
+    return context_overlap(network, inputs.shape[0], tile_size) if overlap is None else overlap
 
 
 def predict_probability(image, model="default", device="Auto", tile_size=512, overlap=None, batch_size=4,
@@ -229,8 +229,9 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
         "Auto", "CPU", "GPU" or e.g. "cuda:1"; see `resolve_device`.
     tile_size, overlap : int
         Tile side and overlap in pixels; half the overlap is cropped from each interior tile side. The default
-        (None) covers the network's receptive field (`receptive_field.context_overlap`), so the map does not
-        depend on the tile size.
+        (None) covers the network's receptive field up to half the tile (`receptive_field.context_overlap`),
+        so the map does not depend on the tile size (from 256 pixels for the bundled segmenter, 384 for the
+        bundled counter).
     batch_size : int
         Tiles per network call.
     progress : bool
@@ -251,7 +252,8 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
     network, card = get_model(model, device, default=DEFAULT_SEGMENTER)
     _require_kind(card, "segmenter", model, "predict_probability")
     inputs, normalize = _image_input(image, card)
-    plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap), multiple=network.size_divisor)
+    plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
+                      multiple=network.size_divisor)
     run = _tile_function(network, torch.sigmoid, normalize)
     try:
         return stitch(run, inputs, plan, batch_size=batch_size, progress=progress)
@@ -300,7 +302,7 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
             ])
             count = float(np.asarray(_tile_function(network)(resized[None])).sum())
         else:
-            plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap),
+            plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
                               multiple=network.size_divisor)
             tiles = iter_tile_outputs(_tile_function(network, prepare=prepare), inputs, plan,
                                       batch_size=batch_size, progress=progress)

@@ -33,14 +33,20 @@ def receptive_radius(network, in_channels=1):
     return _RADII[network]
 
 
-def context_overlap(network, in_channels=1, fallback=64):
+def context_overlap(network, in_channels=1, tile_size=None, fallback=64):
     """The tile overlap that covers the network's receptive field: twice its radius, rounded up to the network's
-    ``size_divisor``; ``fallback`` for a network whose field is unbounded."""
+    ``size_divisor``; ``fallback`` for a network whose field is unbounded.
+
+    With a ``tile_size``, the overlap is at most half the tile (rounded down to the size divisor), so that small
+    tiles still step by half their side (at most 4 times the tiles of no overlap) instead of failing; such tiles
+    see less context than the field, and their seams show again.
+    """
     radius = receptive_radius(network, in_channels)
-    if radius is None:
-        return fallback
     multiple = getattr(network, "size_divisor", 1)
-    return math.ceil(2 * radius / multiple) * multiple
+    overlap = fallback if radius is None else math.ceil(2 * radius / multiple) * multiple
+    if tile_size is not None:
+        overlap = min(overlap, tile_size // 2 // multiple * multiple)
+    return overlap
 
 
 def _measure(network, in_channels):

@@ -4,7 +4,7 @@ sizes and post-processing block sizes: property-based tests over random images a
 Measured while writing these (docs/RELIABILITY.md): runs and batch sizes agree bit for bit; thread counts change
 the probabilities by up to 2e-7 (float rounding in the convolutions), never a count. Tile sizes agree because the
 default tile overlap covers each network's receptive field (128 pixels for the bundled segmenter, 192 for the
-counter); the former fixed overlap of 64 pixels made the stitched maps differ near tile seams.
+counter, up to half the tile); the former fixed overlap of 64 pixels made the stitched maps differ near seams.
 """
 
 import numpy as np
@@ -75,7 +75,8 @@ def test_runs_batch_sizes_and_thread_counts_give_the_same_objects(image, batch_s
 def test_the_default_overlap_covers_the_bundled_networks_receptive_fields(name, radius, overlap):
     network, _ = get_model(name, "CPU")
     assert receptive_radius(network) == radius
-    assert context_overlap(network) == overlap
+    assert context_overlap(network) == context_overlap(network, tile_size=512) == overlap
+    assert context_overlap(network, tile_size=128) == 64  # half a small tile, so that it still steps
 
 
 @fuzz_settings(3)
@@ -86,7 +87,10 @@ def test_tile_sizes_give_the_whole_image_objects(image, tile_size):
     assert np.abs(probability - whole_probability).max() <= 1e-5
     assert found.count == whole.count and same_objects(found.labels, whole.labels)
     whole_count = predict_count(image, device="CPU", tile_size=1024)
-    assert predict_count(image, device="CPU", tile_size=tile_size) == pytest.approx(whole_count, rel=1e-4, abs=1e-3)
+    # 256-pixel tiles overlap by half a tile, 128 pixels, less than the counter's 192: a little context is lost
+    tolerance = 1e-4 if tile_size >= 384 else 1e-3
+    assert predict_count(image, device="CPU", tile_size=tile_size) == pytest.approx(whole_count, rel=tolerance,
+                                                                                   abs=1e-3)
 
 
 def test_an_overlap_narrower_than_the_receptive_field_makes_seams():
