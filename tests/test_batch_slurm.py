@@ -32,7 +32,8 @@ def test_batch_on_slurm_equals_the_local_batch(shared_data, cellprofiler, tmp_pa
     common = [sys.executable, "-m", "cellcount_cellprofiler.cli", "batch", "--no-progress", str(pipeline), "-i",
               str(images), "--chunk-size", "2", "--workers", "2"]
     on_slurm = subprocess.run(common + ["-o", str(tmp_path / "slurm"), "--cluster", "slurm"]
-                              + [arg for option in SLURM_OPTIONS for arg in ("--cluster-option", option)],
+                              + [arg for option in SLURM_OPTIONS + [f"log_directory={tmp_path / 'dask-logs'}"]
+                                 for arg in ("--cluster-option", option)],
                               capture_output=True, text=True, timeout=900)
     assert on_slurm.returncode == 0, on_slurm.stdout + on_slurm.stderr[-3000:]
     local = subprocess.run(common + ["-o", str(tmp_path / "local")], capture_output=True, text=True, timeout=900)
