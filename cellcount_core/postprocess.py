@@ -9,8 +9,8 @@ Splitting follows each component's own shape, so that a wrong diameter cannot cu
 - a *convex* one (no convexity defect deeper than ``_DEFECT_RATIO`` of its inscribed radius) is one cell too,
   unless the probability map draws a deep valley across it (the network's own border between two cells);
 - any other component is cut by a watershed of its smoothed distance transform (times the probability), seeded
-  by the h-maxima of that surface: peaks separated by a saddle at least ``h`` deep, where ``h`` grows with the
-  diameter and with the component's own size.
+  by the h-maxima of that surface (peaks separated by a saddle at least ``h`` deep, where ``h`` grows with the
+  diameter and with the component's own size) that are also the highest point within a quarter of the diameter.
 
 The work is done with OpenCV's connected components and distance transform on the whole mask, and on the bounding
 box of each component that needs splitting (a few per cent of them), never on the whole image in float64.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
@@ -41,6 +42,9 @@ _DEFECT_PIXELS = 1.5
 #: the StarDist example's true mask resized x1-x4, at the estimated diameter and at a third of it).
 _H_PER_DIAMETER = 0.01
 _H_PER_PEAK = 0.03
+#: Seeds of a non-convex component are also at least this fraction of the diameter apart (closer peaks are
+#: texture of one cell rather than two cells).
+_SEED_SPACING = 0.25
 #: A convex component is split only where the probability-weighted surface falls by more than this fraction of
 #: its peak between two maxima (a valley the network draws across it).
 _CONVEX_VALLEY = 0.5
@@ -149,6 +153,7 @@ class _Splitter:
         self.distance_sigma = diameter / 20.0
         self.pad = int(4.0 * max(self.distance_sigma, 1.0) + 0.5) + 1
         self.h_diameter = _H_PER_DIAMETER * diameter
+        self.min_distance = max(1, int(round(diameter * _SEED_SPACING)))
 
     def crop(self, index):
         """The padded bounding box of a component, within the image, as (rows, columns) slices."""
@@ -177,11 +182,28 @@ class _Splitter:
             surface *= _smoothed(np.ascontiguousarray(self.probability[box]), 1.0)
         peak = float(surface[member].max())
         depth = _CONVEX_VALLEY * peak if convex else max(self.h_diameter, _H_PER_PEAK * peak)
-        _, seeds = cv2.connectedComponents((_h_maxima(surface, depth) & member).view(np.uint8), connectivity=8)
+        seeds = self.seeds(surface, member, depth)
         if seeds.max() < 2:
             return None
         pieces = _merge_small_pieces(watershed(-surface, seeds, mask=member), self.min_size)
         return None if pieces.max() < 2 else (box, pieces)
+
+
+    def seeds(self, surface, member, depth):
+        """Watershed markers (int32, 0 elsewhere): the surface's h-maxima plateaus of the given depth whose peak
+        is also the highest point closer than `min_distance` (in rows and columns), as in
+        `skimage.feature.peak_local_max`."""
+        count, plateaus = cv2.connectedComponents((_h_maxima(surface, depth) & member).view(np.uint8),
+                                                  connectivity=8)
+        if count < 3:
+            return plateaus
+        index = np.arange(1, count)
+        peaks = tuple(np.array(ndi.maximum_position(surface, plateaus, index)).T)
+        window = np.ones((2 * self.min_distance - 1,) * 2, np.uint8)
+        highest = cv2.dilate(surface, window, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        spaced = np.zeros(count, bool)
+        spaced[index] = surface[peaks] >= highest[peaks]
+        return np.where(spaced[plateaus], plateaus, 0)
 
 
 def _merge_small_pieces(pieces: np.ndarray, min_size: int) -> np.ndarray:
