@@ -204,7 +204,8 @@ def test_swap_keeps_notes_and_writes_consistent_numbering(cellprofiler, tmp_path
 def test_swap_predicts_the_measurement_columns_that_change(cellprofiler, tmp_path):
     _, result, _ = swapped(text_of(nuclei_cells_modules()), tmp_path)
     assert result.removed_columns == []  # DeepThreshold writes every threshold measurement of a global threshold
-    assert result.added_columns == [("Image", "DeepSegment_ModelThreshold_NucleiProbability")]
+    assert result.added_columns == [("Image", "DeepSegment_ModelThreshold_NucleiProbability"),
+                                    ("Image", "DeepSegment_ScaleFactor_NucleiProbability")]
 
 
 def test_compare_mode_keeps_the_classical_module_and_adds_deep_objects_and_count(cellprofiler, tmp_path):
