@@ -27,52 +27,47 @@ BORDER = (1, 2, 1, 2)
 
 @dataclass
 class PackedStack:
-    """``N`` images of ``C`` channels, each of its own size, at :data:`LEVELS` resolutions.
+    """``N`` images of ``C`` channels, each of its own size, at :data:`LEVELS` resolutions, in one tensor.
 
     Attributes
     ----------
-    levels : list of Tensor
-        Per level, ``C x P`` values (P = all pixels of all bordered images at that level, row-major per image).
+    values : Tensor
+        ``C x P``: every bordered image at every level, row-major, one after the other.
     starts, heights, widths : Tensor
-        ``LEVELS x N`` int64: where each bordered image begins in its level's tensor and its size there (without
-        the border).
+        ``LEVELS x N`` int64: where each bordered image begins in ``values`` at each level and its size there
+        (without the border).
     """
 
-    levels: list
+    values: torch.Tensor
     starts: torch.Tensor
     heights: torch.Tensor
     widths: torch.Tensor
 
-    @property
-    def count(self) -> int:
-        """Number of images."""
-        return self.starts.shape[1]
-
     def to(self, device) -> PackedStack:
         """A copy on ``device``."""
-        return PackedStack([level.to(device) for level in self.levels], self.starts.to(device),
-                           self.heights.to(device), self.widths.to(device))
+        return PackedStack(self.values.to(device), self.starts.to(device), self.heights.to(device),
+                           self.widths.to(device))
 
 
 def pack(arrays: list[np.ndarray], dtype=torch.float16) -> PackedStack:
     """Pack ``C x H x W`` (or ``H x W``) arrays of any sizes into a :class:`PackedStack` of ``dtype``.
 
-    Each further level averages 2 x 2 blocks of the one before (an odd last row or column is dropped).
+    Each further level averages 2 x 2 blocks of the one before (a block at an odd edge averages what it holds).
     """
-    per_level = [[] for _ in range(LEVELS)]
+    parts = []
     sizes = np.zeros((3, LEVELS, len(arrays)), np.int64)  # start, height, width
     for index, array in enumerate(arrays):
         level = torch.from_numpy(np.asarray(array, np.float32))
         level = level[None] if level.ndim == 2 else level
         for k in range(LEVELS):
             if k:
-                level = F.avg_pool2d(level[None], 2)[0] if min(level.shape[1:]) >= 2 else level
-            per_level[k].append(F.pad(level, BORDER).flatten(1).to(dtype))
+                level = F.avg_pool2d(level[None], 2, ceil_mode=True)[0]
+            parts.append(F.pad(level, BORDER).flatten(1).to(dtype))
             sizes[1:, k, index] = level.shape[1:]
-    areas = (sizes[1] + 3) * (sizes[2] + 3)
-    sizes[0] = np.cumsum(areas, axis=1) - areas
+    areas = ((sizes[1] + 3) * (sizes[2] + 3)).T.ravel()  # in the order of `parts`: image by image, level by level
+    sizes[0] = (np.cumsum(areas) - areas).reshape(len(arrays), LEVELS).T
     starts, heights, widths = (torch.from_numpy(part) for part in sizes)
-    return PackedStack([torch.cat(parts, dim=1) for parts in per_level], starts, heights, widths)
+    return PackedStack(torch.cat(parts, dim=1), starts, heights, widths)
 
 
 def level_for_scale(scale: torch.Tensor) -> torch.Tensor:
@@ -95,30 +90,20 @@ def sample(stack: PackedStack, index: torch.Tensor, level: torch.Tensor, y: torc
     Returns
     -------
     Tensor
-        ``B x C x H x W`` float32; pixels outside the image count as 0.
+        ``B x C x H x W`` float32; pixels outside the image count as 0. One ``index_select`` reads the four
+        corners of every pixel.
     """
-    batch, height, width = y.shape
-    values = torch.zeros(batch, stack.levels[0].shape[0], height, width, device=y.device)
-    for k in range(LEVELS):
-        chosen = torch.nonzero(level == k).flatten()
-        if len(chosen):
-            values[chosen] = _bilinear(stack, k, index[chosen], y[chosen], x[chosen])
-    return values
-
-
-def _bilinear(stack: PackedStack, k: int, index, y, x):
-    """Bilinear gather at level ``k`` for samples that all use that level: one ``index_select`` of the 4 corners."""
-    step = 2.0**k
-    start, height, width = (part[k, index].view(-1, 1, 1) for part in (stack.starts, stack.heights, stack.widths))
-    y = torch.minimum(((y + 0.5) / step - 0.5).clamp(min=-1.0), height)  # into the zero border
-    x = torch.minimum(((x + 0.5) / step - 0.5).clamp(min=-1.0), width)
+    start, height, width = (part[level, index].view(-1, 1, 1) for part in (stack.starts, stack.heights, stack.widths))
+    step = (2.0 ** level).view(-1, 1, 1)
+    y = torch.minimum(((y + 0.5) / step - 0.5).clamp(min=-1.0), height)  # pixel centres of the level, clamped
+    x = torch.minimum(((x + 0.5) / step - 0.5).clamp(min=-1.0), width)   # into the zero border
     y0, x0 = torch.floor(y), torch.floor(x)
-    fy, fx = y - y0, x - x0
+    fy, fx = (y - y0)[:, None], (x - x0)[:, None]
     row_length = width + 3
     corner = start + (y0.long() + 1) * row_length + (x0.long() + 1)
     offsets = torch.stack([torch.zeros_like(row_length), torch.ones_like(row_length), row_length, row_length + 1])
-    data = stack.levels[k]
-    v00, v01, v10, v11 = data.index_select(1, (corner + offsets).flatten()).view(
-        data.shape[0], 4, *corner.shape).float().unbind(1)
+    values = stack.values
+    v00, v01, v10, v11 = values.index_select(1, (corner + offsets).flatten()).view(
+        values.shape[0], 4, *corner.shape).float().permute(1, 2, 0, 3, 4)  # 4 x B x C x H x W
     top, bottom = v00 + (v01 - v00) * fx, v10 + (v11 - v10) * fx
-    return (top + (bottom - top) * fy).transpose(0, 1)
+    return top + (bottom - top) * fy
