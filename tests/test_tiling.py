@@ -173,3 +173,13 @@ def test_tiled_density_sum_equals_the_whole_sum():
     tiled = sum(float(values.sum(dtype=np.float64)) for _, values in iter_tile_outputs(density, image, plan))
     whole = float(np.log1p(np.exp(whole_image_run(net, image, plan))).sum(dtype=np.float64))
     assert tiled == pytest.approx(whole, rel=1e-5)
+
+
+def test_automatic_tiling_is_chosen_per_device_type():
+    from cellcount_core.tiling import AUTOMATIC_TILING, automatic_tiling
+
+    assert automatic_tiling("cpu") == AUTOMATIC_TILING["cpu"] == (2048, 1)
+    assert automatic_tiling("cuda:1") == automatic_tiling("CUDA") == AUTOMATIC_TILING["cuda"]
+    assert automatic_tiling("mps") == AUTOMATIC_TILING["cpu"]
+    torch = pytest.importorskip("torch")
+    assert automatic_tiling(torch.device("cpu")) == (2048, 1)
