@@ -11,7 +11,7 @@ from training.crops import Record
 from training.device_crops import CropSettings, DeviceCrops, background_windows
 from training.packed import level_for_scale, pack, sample
 from training.photometric import (Photometric, contrast_brightness, gamma, gaussian_blur, noise, normalize_percentile,
-                                  smooth_field, specks, texture)
+                                  random_debris, smooth_field, specks, texture)
 from training.warps import area_factor, source_coordinates
 
 NO_PHOTOMETRIC = Photometric(texture_p=0, gamma_p=0, gradient_p=0, debris_p=0, blur_p=0, brightness=0, contrast=0,
@@ -199,3 +199,10 @@ def test_tensor_batches_turn_square_images_by_one_of_the_eight_symmetries():
     seen = torch.cat([batch["count"] for batch in batches.epoch(0, rank=1, world=2)])
     assert batches.steps(2) == 2 and len(seen) == 8 and len(set(seen.tolist())) == 8
 
+
+
+def test_debris_goes_only_where_asked_and_stays_small():
+    images = torch.zeros(2, 1, 32, 32)
+    speckled = random_debris(images, torch.tensor([True, False]), 6, _generator(3))
+    assert torch.equal(speckled[1], images[1]) and speckled[0].abs().max() > 0.2
+    assert float((speckled[0].abs() > 0.1).sum()) <= 6 * 16  # above 0.1 within 2.23 px of a centre: <= 16 pixels
