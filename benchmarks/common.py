@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("CELLCOUNT_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 #: Synthetic images and model files are cached here between runs (a 10k image with its maps takes 0.8 GB).
 CACHE = Path(os.environ.get("CELLCOUNT_BENCH_CACHE", "/tmp/cellcount-bench"))
 #: Architectures benchmarked with their default parameters (and random weights: speed does not depend on them).

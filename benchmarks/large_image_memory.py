@@ -92,6 +92,8 @@ def main(argv=None):
     parser.add_argument("--sides", type=int, nargs="+", default=[2000, 5000, 10000])
     parser.add_argument("--whole-up-to", type=int, default=5000,
                         help="largest side also post-processed on the whole image (about 40 bytes per pixel)")
+    parser.add_argument("--paths", nargs="+", choices=("post", "cellprofiler", "count"),
+                        default=["post", "cellprofiler", "count"], help="what to measure (cellprofiler needs it)")
     args = parser.parse_args(argv)
     info = machine()
     rows = []
@@ -101,6 +103,7 @@ def main(argv=None):
         if side <= args.whole_up_to:
             runs.append(("post-processing (whole image)", ("post", side, "whole")))
         runs += [("cellprofiler", ("cellprofiler", side)), ("cellcount count", ("count", side))]
+        runs = [run for run in runs if run[1][0] in args.paths]
         for name, child_args in runs:
             load = os.getloadavg()[0]
             result = run_child(ME, *child_args)

@@ -188,7 +188,6 @@ class _Splitter:
         pieces = _merge_small_pieces(watershed(-surface, seeds, mask=member), self.min_size)
         return None if pieces.max() < 2 else (box, pieces)
 
-
     def seeds(self, surface, member, depth):
         """Watershed markers (int32, 0 elsewhere): the surface's h-maxima plateaus of the given depth whose peak
         is also the highest point closer than `min_distance` (in rows and columns), as in
@@ -207,8 +206,8 @@ class _Splitter:
 
 
 def _merge_small_pieces(pieces: np.ndarray, min_size: int) -> np.ndarray:
-    """Merge each piece of a split component smaller than `min_size` pixels (a seed that was no cell, such as the
-    small peak between three round cells) into the neighbour it shares the longest border with; ids 1..k."""
+    """Merge each piece of a split component smaller than `min_size` pixels (a seed that was no cell, such as a
+    bulge of a cell's outline) into the neighbour it shares the longest border with; ids 1..k."""
     while True:
         areas = np.bincount(pieces.ravel())
         areas[0] = 0

@@ -1,0 +1,72 @@
+#!/bin/bash
+# Every GPU benchmark and CUDA test in one device command of at most 8 minutes, the results packed under $OUT
+# (at most 8 files). On a lent GPU machine, from the repository root:
+#     bash benchmarks/gpu_check.sh
+# Rehearse it on a CPU first (small images, CUDA hidden; about 10 minutes on 2 busy cores):
+#     DEVICE=cpu OUT=/tmp/gpu-check bash benchmarks/gpu_check.sh
+# The device's python3 has torch, numpy, scikit-image, OpenCV, safetensors and CuPy, perhaps not pytest, tqdm or
+# tifffile, and nothing can be installed there: `bash benchmarks/gpu_check.sh --pack-deps` (here) copies those
+# pure-Python packages from the project's .venv into benchmarks/.gpu-deps/ (8 MB, ignored by git); carry it with
+# the command (carry=["benchmarks/.gpu-deps"]).
+# Each step has its own time limit and is skipped when the 8-minute budget is spent; the log says which.
+# Results: env.txt (GPU, versions), tests.txt + tests.xml (tests/test_gpu.py and the inference tests), results.tar.gz
+# (the benchmarks' JSON results: network_speed, tile_defaults_cuda, large_image_memory, postprocess_speed; the
+# repository's benchmarks/results is left alone), log.txt (every step's output and time).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--pack-deps" ]; then
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  rm -rf benchmarks/.gpu-deps && mkdir -p benchmarks/.gpu-deps
+  for package in pytest _pytest pluggy iniconfig packaging tqdm tifffile py.py; do
+    cp -r "$site/$package" benchmarks/.gpu-deps/ 2>/dev/null || echo "not in .venv: $package"
+  done
+  du -sh benchmarks/.gpu-deps
+  exit 0
+fi
+PYTHON=${PYTHON:-python3}
+OUT=${OUT:?set OUT to the folder for the results}
+BUDGET=${BUDGET:-470}  # seconds for all steps; the device allows 8 minutes a command
+START=$SECONDS
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -d benchmarks/.gpu-deps ] && export PYTHONPATH="$PYTHONPATH:$PWD/benchmarks/.gpu-deps"
+export CELLCOUNT_BENCH_CACHE=${CELLCOUNT_BENCH_CACHE:-/tmp/cellcount-bench}
+if [ "${DEVICE:-cuda}" = "cpu" ]; then  # the rehearsal: CUDA hidden, small images
+  export CUDA_VISIBLE_DEVICES=""
+  SIDE=2000; GPU_SIDE=1024; TORCH_DEVICE=CPU
+else
+  SIDE=10000; GPU_SIDE=4096; TORCH_DEVICE=GPU
+fi
+export CELLCOUNT_BENCH_RESULTS="$OUT/results"
+mkdir -p "$CELLCOUNT_BENCH_RESULTS"
+LOG="$OUT/log.txt"
+
+step() {  # step NAME LIMIT_SECONDS COMMAND...: run within its limit and the budget left
+  local name=$1 limit=$2; shift 2
+  local left=$(( BUDGET - (SECONDS - START) ))
+  if (( left < 20 )); then echo "== $name: skipped (${left} s of the budget left)" >> "$LOG"; return; fi
+  (( limit > left )) && limit=$left
+  echo "== $name (limit ${limit} s): $*" >> "$LOG"
+  local began=$SECONDS
+  timeout --kill-after=5 "$limit" "$@" >> "$LOG" 2>&1
+  echo "== $name: exit $? after $(( SECONDS - began )) s" >> "$LOG"
+}
+
+{ date -u; nvidia-smi 2>&1 | head -15; nproc; free -g | head -2
+  "$PYTHON" -c 'import torch, numpy, cv2, skimage, scipy; print("torch", torch.__version__, "cuda", torch.version.cuda,
+"available", torch.cuda.is_available(), "bf16", torch.cuda.is_available() and torch.cuda.is_bf16_supported());
+print("numpy", numpy.__version__, "opencv", cv2.__version__, "skimage", skimage.__version__, "scipy", scipy.__version__)'
+  "$PYTHON" -c 'import cupy; print("cupy", cupy.__version__)' 2>&1 | tail -1; } > "$OUT/env.txt" 2>&1
+
+step tests 75 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_inference.py \
+  -m "not cellprofiler and not data" --junitxml="$OUT/tests.xml"
+grep -E "passed|failed|error" "$LOG" | tail -1 > "$OUT/tests.txt"
+step network_speed 80 "$PYTHON" -m benchmarks.network_speed --repeats 1 --gpu-image "$GPU_SIDE"
+step tile_defaults 60 "$PYTHON" -m benchmarks.tile_defaults --device "$TORCH_DEVICE" --side "$GPU_SIDE" \
+  --tiles 512 1024 2048 --batches 4 16 64 --repeats 2
+step synthetic_image 120 "$PYTHON" -c "from benchmarks.common import synthetic; synthetic($SIDE)"
+step end_to_end 120 "$PYTHON" -m benchmarks.large_image_memory --sides "$SIDE" --whole-up-to 0 --paths post count
+step postprocess_speed 110 "$PYTHON" -m benchmarks.postprocess_speed --side "$SIDE" --repeats 1
+
+tar -czf "$OUT/results.tar.gz" -C "$OUT" results && rm -r "$CELLCOUNT_BENCH_RESULTS"
+echo "total $(( SECONDS - START )) s" >> "$LOG"
+ls -la "$OUT" >> "$LOG"
