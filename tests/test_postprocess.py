@@ -202,3 +202,16 @@ def test_touching_disks_are_split_into_their_cells(radius, clump, spacing):
     assert ndi.label(mask)[1] == 1
     for probability in (None, _smooth_probability(mask)):
         assert labels_from_mask(mask, probability, diameter=2 * radius).max() == len(CLUMPS[clump])
+
+
+def test_opencv_components_and_hole_filling_equal_scipy():
+    from cellcount_core.postprocess import fill_mask_holes, label_components
+
+    mask = ndi.binary_dilation(np.random.default_rng(4).random((120, 90)) > 0.97, iterations=2)
+    mask[30:60, 20:50] = True
+    mask[40:45, 30:35] = False  # a hole
+    components, stats = label_components(mask)
+    expected, n = ndi.label(mask)
+    assert np.array_equal(components, expected) and len(stats) == n + 1
+    assert np.array_equal(stats[1:, -1], np.bincount(expected.ravel())[1:])
+    assert np.array_equal(fill_mask_holes(mask).astype(bool), ndi.binary_fill_holes(mask))
