@@ -5,10 +5,11 @@ empty well is common in a screen). This scores every method of :class:`training.
 
 - validation images resized by each factor of :data:`SCALES` (cubic to enlarge, area averaging to shrink; the
   true labels by nearest neighbour), counts against the true count and detections against the resized labels;
-- empty fields (:func:`empty_fields`): noise, constant images, real background crops of DSB2018 validation
-  images far from any nucleus, and those crops blurred out of focus; every object found there is a false one.
+- empty fields (:func:`empty_fields`): noise, constant images, real background crops of the same images far
+  from any nucleus, and those crops blurred out of focus; every object found there is a false one.
 
-``python -m training.robustness --data ../shared/data/dsb2018_fluo --out DIR`` writes ``scales.md``,
+``python -m training.robustness --data ../shared/data/dsb2018_fluo --out DIR`` (validation images; or
+``--dataset stardist --data ../shared/data/stardist_example``) writes ``scales.md``,
 ``empty_fields.md``, their CSVs, ``counts_by_scale.png`` and ``summary.json`` into DIR.
 """
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from .datasets import read_image
 from .evaluate import Models, evaluate_image, markdown_table, summarize
-from .threshold_tuning import Reference, read_reference, select_samples
+from .threshold_tuning import Reference, default_split, read_reference, select_samples
 
 __all__ = ["SCALES", "resize_pair", "background_crops", "empty_fields", "scale_rows", "empty_rows", "run"]
 
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
                     device=args.device, cell_size=args.cell_size)
     models.load_cards()
     methods = models.method_names()
-    samples = select_samples("dsb2018", args.data, "val", limit=args.limit)
+    samples = select_samples(args.dataset, args.data, default_split(args.dataset), limit=args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scaled = scale_rows(samples, models, args.scales)
@@ -184,7 +185,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.robustness", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="the DSB2018 folder (images/, labels/)")
+    parser.add_argument("--dataset", choices=("dsb2018", "stardist"), default="dsb2018")
+    parser.add_argument("--data", required=True, help="the data set's folder (DSB2018: images/, labels/)")
     parser.add_argument("--segmenter", default="default")
     parser.add_argument("--counter", default="default")
     parser.add_argument("--baselines", nargs="*", default=["classical", "cellprofiler"])
