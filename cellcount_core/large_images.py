@@ -5,7 +5,9 @@ queues), 4 GB. Here the same steps run on overlapping blocks (`blockwise`): the 
 from a histogram gathered in chunks, the typical diameter from the components of each block, and the labels by
 `postprocess.labels_from_mask` on each block, keeping each connected component from one block where it is
 computed exactly. Cells lying across block seams are therefore counted once, and the result is that of a
-whole-image run (the object ids differ); memory is the map, the labels and the mask plus one block's work.
+whole-image run (the object ids differ); memory is the map, the labels and the mask plus the work of one block
+per thread (blocks are post-processed by as many threads as the process may use cores: OpenCV and numpy release
+the GIL).
 """
 
 from __future__ import annotations
