@@ -21,7 +21,7 @@ from skimage.filters import threshold_otsu
 
 from .blockwise import iter_components
 from .diameter import diameter_from_components
-from .postprocess import fill_mask_holes, label_components, labels_from_mask
+from .postprocess import component_labels, fill_mask_holes, labels_from_mask
 from .thresholds import THRESHOLD_METHODS, apply_threshold
 
 __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label_centroids", "labels_in_blocks",
@@ -225,7 +225,7 @@ def _estimate_diameter(probability, threshold, block_side, cores, workers):
         values = probability[window]
         window_mask, window_threshold = threshold(values)
         filled = fill_mask_holes(window_mask)
-        components = label_components(filled)[0]
+        components = component_labels(filled)
         return components, (component_diameters(filled, components, values), window_mask, window_threshold)
 
     equivalent, inscribed = [], []
@@ -247,7 +247,7 @@ def _label(labels, probability, threshold, diameter, block_side, cores, workers,
         values = probability[window]
         window_mask, window_threshold = threshold(values)
         window_labels = labels_from_mask(window_mask, values, diameter=diameter, exclude_border=False, **options)
-        components = label_components(window_labels > 0)[0]
+        components = component_labels(window_labels > 0)
         component_of = np.zeros(int(window_labels.max()) + 1, np.int32)
         component_of[window_labels.ravel()] = components.ravel()
         return components, (window_labels, component_of, window_mask, window_threshold)

@@ -26,7 +26,7 @@ from skimage.segmentation import watershed
 
 from .diameter import check_mask_inputs, estimate_diameter
 
-__all__ = ["default_min_size", "fill_mask_holes", "label_components", "labels_from_mask",
+__all__ = ["component_labels", "default_min_size", "fill_mask_holes", "label_components", "labels_from_mask",
            "remove_objects_outside_diameter"]
 
 #: A component whose area is at most this multiple of its inscribed disk's area is one cell (a disk gives 1, an
@@ -70,12 +70,17 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return components, stats
 
 
-def _enclosed(stats: np.ndarray, shape) -> np.ndarray:
-    """Which components (rows of `label_components` stats) keep off the image border; row 0 never."""
-    x, y, w, h = stats[:, :4].T
-    enclosed = (x > 0) & (y > 0) & (x + w < shape[1]) & (y + h < shape[0])
-    enclosed[0] = False
-    return enclosed
+def component_labels(mask: np.ndarray) -> np.ndarray:
+    """The labels of `label_components` alone (OpenCV is three times faster without the statistics)."""
+    return cv2.connectedComponents(np.ascontiguousarray(mask).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)[1]
+
+
+def _off_the_border(labels: np.ndarray) -> np.ndarray:
+    """Which labels 0..n keep off the image border (indexed by label; 0 never)."""
+    inside = np.ones(int(labels.max()) + 1, bool)
+    inside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+    inside[0] = False
+    return inside
 
 
 def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
@@ -98,8 +103,8 @@ def _keep(components: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     """`skimage.morphology.remove_small_holes`: background components of fewer than `max_area` pixels become
     foreground (those touching the image border too)."""
-    background, stats = label_components(~mask)
-    small = stats[:, cv2.CC_STAT_AREA] < max_area
+    background = component_labels(~mask)
+    small = np.bincount(background.ravel()) < max_area
     small[0] = False  # label 0 is the foreground
     return mask | small[background]
 
@@ -256,8 +261,8 @@ def _split(components: np.ndarray, stats: np.ndarray, probability: np.ndarray | 
 
 def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> np.ndarray:
     """Give each background hole of at most max_area pixels that one object alone encloses to that object."""
-    holes, stats = label_components(labels == 0)
-    inner = _enclosed(stats, labels.shape) & (stats[:, cv2.CC_STAT_AREA] <= max_area)
+    holes = component_labels(labels == 0)
+    inner = _off_the_border(holes) & (np.bincount(holes.ravel()) <= max_area)
     if not inner.any():
         return labels
     # the objects around each candidate hole: object pixels next to it (the largest hole id among their neighbours)
@@ -265,8 +270,8 @@ def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> np.ndarray:
     touching = cv2.dilate(candidates, np.ones((3, 3), np.uint8)).astype(np.int32)
     beside = (touching > 0) & (labels > 0)
     around, owner_ids = touching[beside], labels[beside]
-    low = np.full(len(stats), np.iinfo(np.int32).max, np.int64)
-    high = np.zeros(len(stats), np.int64)
+    low = np.full(len(inner), np.iinfo(np.int32).max, np.int64)
+    high = np.zeros(len(inner), np.int64)
     np.minimum.at(low, around, owner_ids)
     np.maximum.at(high, around, owner_ids)
     owner = np.where(inner & (low == high), high, 0).astype(labels.dtype)
