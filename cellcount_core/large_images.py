@@ -20,8 +20,9 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from .blockwise import iter_components
-from .diameter import diameter_from_components
-from .postprocess import component_labels, fill_mask_holes, labels_from_mask
+from .components import component_labels, fill_mask_holes
+from .diameter import component_diameters, diameter_from_components
+from .postprocess import labels_from_mask
 from .thresholds import THRESHOLD_METHODS, apply_threshold
 
 __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label_centroids", "labels_in_blocks",
@@ -204,18 +205,6 @@ class _CoreRecord:
         if part.core is not None:
             self.mask[part.core] = window_mask[_relative(part.core, part.window)]
             self.thresholds.append((part.core, window_threshold))
-
-
-def component_diameters(filled, components, weights):
-    """`diameter.component_diameters` of every component 1..n (index 0 unused), with OpenCV's distance transform
-    (float32) and sums by bincount: a few times faster on a block."""
-    n = int(components.max(initial=0))
-    areas = np.bincount(components.ravel(), weights=weights.ravel(), minlength=n + 1)
-    distance = cv2.distanceTransform(filled.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    deepest = np.zeros(n + 1, np.float32)
-    np.maximum.at(deepest, components.ravel(), distance.ravel())
-    # the distance to the nearest background pixel centre overshoots the radius by about half a pixel
-    return np.sqrt(4.0 * areas / np.pi), np.maximum(2.0 * deepest.astype(float) - 1.0, 1.0)
 
 
 def _estimate_diameter(probability, threshold, block_side, cores, workers):

@@ -24,9 +24,10 @@ from scipy import ndimage as ndi
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
+from .components import component_labels, fill_mask_holes, label_components
 from .diameter import check_mask_inputs, estimate_diameter
 
-__all__ = ["component_labels", "default_min_size", "fill_mask_holes", "label_components", "labels_from_mask",
+__all__ = ["default_min_size", "labels_from_mask",
            "remove_objects_outside_diameter"]
 
 #: A component whose area is at most this multiple of its inscribed disk's area is one cell (a disk gives 1, an
@@ -62,34 +63,12 @@ def default_min_size(diameter: float) -> int:
     return max(1, int(round(np.pi * diameter**2 / 16.0)))
 
 
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """4-connected components of a bool mask (as `scipy.ndimage.label`: int32 labels 1..n, 0 background) and their
-    OpenCV stats, one row per label 0..n: x, y, width, height, area."""
-    _, components, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask).view(np.uint8),
-                                                               connectivity=4, ltype=cv2.CV_32S)
-    return components, stats
-
-
-def component_labels(mask: np.ndarray) -> np.ndarray:
-    """The labels of `label_components` alone (OpenCV is three times faster without the statistics)."""
-    return cv2.connectedComponents(np.ascontiguousarray(mask).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)[1]
-
-
 def _off_the_border(labels: np.ndarray) -> np.ndarray:
     """Which labels 0..n keep off the image border (indexed by label; 0 never)."""
     inside = np.ones(int(labels.max()) + 1, bool)
     inside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
     inside[0] = False
     return inside
-
-
-def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
-    """`scipy.ndimage.binary_fill_holes` (bool in, uint8 0/1 out): background that no 4-connected path joins to the
-    border becomes foreground, found by one flood fill from outside the image."""
-    outside = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
-    outside[1:-1, 1:-1] = mask
-    cv2.floodFill(outside, None, (0, 0), 2, flags=4)
-    return (outside[1:-1, 1:-1] != 2).view(np.uint8)
 
 
 def _keep(components: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -66,15 +66,18 @@ def test_iter_components_gives_the_same_parts_with_any_number_of_threads(workers
                                                  workers=1)]
 
 
-def test_component_diameters_of_blocks_equal_the_diameter_module(crowded):
-    from cellcount_core import diameter
+def test_component_diameters_equal_scipys_measurements(crowded):
+    from cellcount_core.diameter import component_diameters
 
     _, probability = crowded
     filled = ndi.binary_fill_holes(probability > 0.5)
     components, n = ndi.label(filled)
-    expected = diameter.component_diameters(filled, components, np.arange(1, n + 1), probability)
-    found = large_images.component_diameters(filled, components.astype(np.int32), probability)
-    np.testing.assert_allclose(np.asarray(found)[:, 1:], expected, rtol=1e-5)
+    index = np.arange(1, n + 1)
+    areas = ndi.sum_labels(probability, components, index)
+    deepest = ndi.maximum(ndi.distance_transform_edt(filled), components, index)
+    equivalent, inscribed = component_diameters(filled, components.astype(np.int32), probability)
+    np.testing.assert_allclose(equivalent[1:], np.sqrt(4 * areas / np.pi), rtol=1e-5)
+    np.testing.assert_allclose(inscribed[1:], np.maximum(2 * deepest - 1, 1), rtol=1e-5)
 
 
 def test_iter_components_rejects_empty_blocks():

@@ -205,7 +205,7 @@ def test_touching_disks_are_split_into_their_cells(radius, clump, spacing):
 
 
 def test_opencv_components_and_hole_filling_equal_scipy():
-    from cellcount_core.postprocess import fill_mask_holes, label_components
+    from cellcount_core.components import fill_mask_holes, label_components
 
     mask = ndi.binary_dilation(np.random.default_rng(4).random((120, 90)) > 0.97, iterations=2)
     mask[30:60, 20:50] = True
