@@ -26,7 +26,7 @@ def receptive_radius(network, in_channels=1):
     Measured once per network (cached) from the gradient of a central output pixel with respect to the input,
     on a random 2-image batch on the network's device: the field is where that gradient is non-zero. None means
     the field reached the border of a ``MAX_PROBE_SIDE`` input (global normalization or pooling), so no overlap
-    makes tiles seamless.
+    makes tiles seamless, or that the central output does not depend on the input at all.
     """
     if network not in _RADII:
         _RADII[network] = _measure(network, in_channels)
@@ -63,6 +63,8 @@ def _measure(network, in_channels):
             centre = output[:, :, output.shape[-2] // 2, output.shape[-1] // 2].sum()
             (gradient,) = torch.autograd.grad(centre, probe)
         rows, columns = np.nonzero(gradient.abs().sum(dim=(0, 1)).cpu().numpy())
+        if rows.size == 0:  # the centre does not depend on the input (dead units): nothing to measure
+            return None
         radius = int(max(side // 2 - rows.min(), rows.max() - side // 2,
                          side // 2 - columns.min(), columns.max() - side // 2))
         if radius < side // 2 - 1:

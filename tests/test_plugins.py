@@ -157,10 +157,12 @@ def test_revision_1_pipelines_load_with_automatic_cell_size(cellprofiler):
 
     from cellprofiler_core.pipeline import Pipeline
 
-    from cellcount_cellprofiler.pipeline_loading import read_pipeline_text
-    from conftest import REPO
+    from pathlib import Path
 
-    text = _as_revision_1(read_pipeline_text(REPO / "pipelines" / "compare_counts.cppipe"))
+    from cellcount_cellprofiler.pipeline_loading import read_pipeline_text
+
+    repo = Path(__file__).resolve().parents[1]
+    text = _as_revision_1(read_pipeline_text(repo / "pipelines" / "compare_counts.cppipe"))
     assert "variable_revision_number:1" in text and "Bring the cells" not in text
     pipeline = Pipeline()
     pipeline.load(io.StringIO(text))

@@ -11,7 +11,7 @@ import pytest
 from cellcount_cellprofiler.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGIN_FILES = {"_model_settings.py", "deepcount.py", "deepsegment.py", "deepthreshold.py"}
+PLUGIN_FILES = {"_model_settings.py", "_run_errors.py", "deepcount.py", "deepsegment.py", "deepthreshold.py"}
 
 
 def test_plugins_dir_prints_the_folder_holding_the_plugins(capsys):

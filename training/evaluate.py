@@ -160,7 +160,7 @@ def evaluate_image(image: np.ndarray, reference: Reference, models: Models, thre
     diameter = models.diameter
     if models.true_diameter:
         if not labelled:
-            raise ValueError(f"{sample.id}: the true diameter needs instance labels, and this image has only "
+            raise ValueError(f"{row.get('id', 'this image')}: the true diameter needs instance labels, and this image has only "
                              "a count or a binary mask; evaluate without --true-diameter.")
         diameter = true_diameter or None
     curve, probability, masks = None, None, {}
