@@ -144,18 +144,14 @@ def _pieces(mask: np.ndarray) -> int:
     return cv2.connectedComponents(mask.view(np.uint8), connectivity=4)[0] - 1
 
 
-def _large_cell_estimate(image, run, band, threshold) -> tuple[float, np.ndarray | None]:
-    """The diameter of cells that may be too large for the network (0.0 if none), and a full-size pass if run.
-
-    The coarse probes first; when they see nothing, the full-size pass's own diameter.
-    """
-    estimate = probe_diameter(image, run, band, threshold)
-    if estimate > 0.0:
-        return estimate, None
-    full_size = run(image)
-    estimate = diameter_in_probability(full_size, threshold)
-    # below the band, an estimated size never enlarges an image: noise and specks would become cell-sized blobs
-    return (estimate if estimate > band[1] else 0.0), full_size
+def _reduced_or_full_size(image, run, band, threshold, estimate, full_size=None) -> tuple[np.ndarray, CellScale]:
+    """For cells of `estimate` pixels, larger than the band: the reduced pass where the full-size one (run here
+    unless given) is fragmented, else the full-size pass."""
+    reduced, scale = _reduced_pass(image, run, band, threshold, estimate)
+    full_size = run(image) if full_size is None else full_size
+    if is_fragmented(full_size, reduced, threshold, scale.diameter):
+        return reduced, scale
+    return full_size, CellScale(1.0, diameter_in_probability(full_size, threshold))
 
 
 def predict_at_cell_scale(
@@ -199,15 +195,14 @@ def predict_at_cell_scale(
     if diameter is not None:
         factor = scale_factor(diameter, band)
         return _resize_to(run(resize_image(image, factor)), shape), CellScale(factor, float(diameter))
-    estimate, full_size = _large_cell_estimate(image, run, band, threshold)
-    if estimate == 0.0:
-        full_size = run(image) if full_size is None else full_size
-        return full_size, CellScale(1.0, diameter_in_probability(full_size, threshold))
-    reduced, scale = _reduced_pass(image, run, band, threshold, estimate)
-    full_size = run(image) if full_size is None else full_size
-    if is_fragmented(full_size, reduced, threshold, scale.diameter):
-        return reduced, scale
-    return full_size, CellScale(1.0, diameter_in_probability(full_size, threshold))
+    estimate = probe_diameter(image, run, band, threshold)
+    if estimate > 0.0:
+        return _reduced_or_full_size(image, run, band, threshold, estimate)
+    full_size = run(image)
+    estimate = diameter_in_probability(full_size, threshold)
+    if estimate <= band[1]:  # an estimated size never enlarges an image: noise would become cell-sized blobs
+        return full_size, CellScale(1.0, estimate)
+    return _reduced_or_full_size(image, run, band, threshold, estimate, full_size)
 
 
 def cell_scale(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], band: tuple[float, float],
@@ -220,8 +215,4 @@ def cell_scale(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], band:
     estimate = probe_diameter(image, run, band, threshold)
     if estimate == 0.0:
         return CellScale(1.0, 0.0)
-    reduced, scale = _reduced_pass(image, run, band, threshold, estimate)
-    full_size = run(image)
-    if is_fragmented(full_size, reduced, threshold, scale.diameter):
-        return scale
-    return CellScale(1.0, diameter_in_probability(full_size, threshold))
+    return _reduced_or_full_size(image, run, band, threshold, estimate)[1]
