@@ -55,9 +55,9 @@ def model_files():
     """{name: model file} for every benchmarked architecture (random weights) and every bundled model."""
     import torch
 
-    from cellcount_core.bundled import bundled_models
-    from cellcount_core.model_files import ModelCard, save_model
-    from cellcount_core.networks import create_model
+    from cellcount_core.models.bundled import bundled_models
+    from cellcount_core.models.model_files import ModelCard, save_model
+    from cellcount_core.models.networks import create_model
 
     folder = CACHE / "models"
     files = {}
@@ -77,7 +77,7 @@ def model_files():
 
 def bundled_or(kind, fallback):
     """(label, model file): the bundled default model of a kind if installed, else the random-weight `fallback`."""
-    from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, bundled_models
+    from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, bundled_models
 
     name = DEFAULT_SEGMENTER if kind == "segmenter" else DEFAULT_COUNTER
     bundled = bundled_models()
@@ -104,7 +104,7 @@ def _make_synthetic(side, seed, stem):
     import numpy as np
     import tifffile
 
-    from cellcount_core.synthetic import ideal_probability, synthetic_cells
+    from cellcount_core.images.synthetic import ideal_probability, synthetic_cells
 
     cells = synthetic_cells((side, side), n_cells=int(230 * side * side / 1e6), seed=seed)
     tifffile.imwrite(f"{stem}.tif", cells.image)

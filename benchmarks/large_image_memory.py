@@ -51,10 +51,10 @@ def child_cellprofiler(side):
 
 
 def child_count(side):
-    from cellcount_core.batch_count import count_files
-    from cellcount_core.image_io import read_image
-    from cellcount_core.inference import predict_count, predict_probability
-    from cellcount_core.segmentation import labels_from_probability
+    from cellcount_core.counts.batch_count import count_files
+    from cellcount_core.images.image_io import read_image
+    from cellcount_core.running.inference import predict_count, predict_probability
+    from cellcount_core.objects.segmentation import labels_from_probability
 
     paths = synthetic(side)
     segmenter, segmenter_path = bundled_or("segmenter", "c_resunet")
@@ -75,8 +75,8 @@ def child_count(side):
 
 
 def child_post(side, mode):
-    from cellcount_core import large_images
-    from cellcount_core.segmentation import labels_from_probability
+    from cellcount_core.objects import large_images
+    from cellcount_core.objects.segmentation import labels_from_probability
 
     probability = np.load(synthetic(side)["ideal"])
     if mode == "whole":

@@ -31,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import torch
 
-    from cellcount_core.model_files import load_model, read_card
+    from cellcount_core.models.model_files import load_model, read_card
 
     info = machine()
     batch = torch.rand(BATCH, 1, TILE, TILE)

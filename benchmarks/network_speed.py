@@ -37,7 +37,7 @@ def gpu_spec(name):
 
 def tiling_overhead(side=10_000, multiple=8):
     """Pixels processed per image pixel for a large image cut into TILE tiles overlapping by OVERLAP."""
-    from cellcount_core.tiling import plan_tiles
+    from cellcount_core.running.tiling import plan_tiles
 
     plan = plan_tiles((side, side), TILE, OVERLAP, multiple)
     return len(plan.tiles) * plan.tile_shape[0] * plan.tile_shape[1] / side**2
@@ -89,8 +89,8 @@ def cpu_seconds_per_megapixel(path, repeats):
     """Seconds per processed megapixel of a model file's network on the CPU."""
     import torch
 
-    from cellcount_core.inference import _tile_function, get_model
-    from cellcount_core.normalization import scale_to_range
+    from cellcount_core.running.inference import _tile_function, get_model
+    from cellcount_core.images.normalization import scale_to_range
 
     network, card = get_model(path, "CPU", default=str(path))
     activation = torch.sigmoid if card.kind == "segmenter" else None
@@ -107,8 +107,8 @@ def gpu_measurement(path, side):
     """(image MP/s, peak GPU memory GB) of predict_probability on a side x side image, or None without CUDA."""
     import torch
 
-    from cellcount_core.inference import predict_count, predict_probability
-    from cellcount_core.model_files import read_card
+    from cellcount_core.running.inference import predict_count, predict_probability
+    from cellcount_core.models.model_files import read_card
 
     if not torch.cuda.is_available():
         return None
@@ -128,8 +128,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed batches per network (after one warm-up)")
     parser.add_argument("--gpu-image", type=int, default=4096, help="side of the image timed on a GPU")
     args = parser.parse_args(argv)
-    from cellcount_core.inference import get_model
-    from cellcount_core.model_files import read_card
+    from cellcount_core.running.inference import get_model
+    from cellcount_core.models.model_files import read_card
 
     info = machine()
     spec_name, spec = gpu_spec(info["gpu"])

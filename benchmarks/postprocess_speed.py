@@ -31,7 +31,7 @@ BASELINE = "df58f1a"
 
 def child(side, profile_to=""):
     import cellcount_core
-    from cellcount_core.segmentation import labels_from_probability
+    from cellcount_core.objects.segmentation import labels_from_probability
 
     probability = np.load(synthetic(int(side))["ideal"])
     profiler = cProfile.Profile() if profile_to else None

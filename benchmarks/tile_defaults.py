@@ -18,7 +18,7 @@ from benchmarks.common import finish, machine, synthetic
 
 
 def timed(image, device, tile, batch):
-    from cellcount_core.inference import predict_probability
+    from cellcount_core.running.inference import predict_probability
 
     start = time.perf_counter()
     predict_probability(image, device=device, tile_size=tile, batch_size=batch)
@@ -28,7 +28,7 @@ def timed(image, device, tile, batch):
 def main(argv=None):
     import tifffile
 
-    from cellcount_core.inference import resolve_device
+    from cellcount_core.running.inference import resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=2000)

@@ -4,8 +4,8 @@ import argparse
 import sys
 
 from cellcount_cellprofiler.commands import batch, check_pipeline, compare, count, plugins_dir, swap
-from cellcount_core.image_checks import InsufficientMemoryError
-from cellcount_core.model_files import ModelFileError
+from cellcount_core.images.image_checks import InsufficientMemoryError
+from cellcount_core.models.model_files import ModelFileError
 
 SUBCOMMANDS = (count, check_pipeline, swap, compare, plugins_dir, batch)
 

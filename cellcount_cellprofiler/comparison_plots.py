@@ -62,7 +62,7 @@ def bland_altman(a_label, a, b_label, b, result, path):
 
 def overlay(image, point_sets, title, path):
     """The image with each method's object centroids (``point_sets``: [(label, [(x, y), ...])]) marked."""
-    from cellcount_core.normalization import normalize_percentile, to_grayscale
+    from cellcount_core.images.normalization import normalize_percentile, to_grayscale
 
     gray = np.clip(normalize_percentile(to_grayscale(image)), 0, 1)
     height, width = gray.shape

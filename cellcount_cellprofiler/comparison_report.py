@@ -126,7 +126,7 @@ def _agreement_table(reference, results):
 
 
 def _truth_table(run, name, methods, counts):
-    from cellcount_core.metrics import count_errors
+    from cellcount_core.counts.metrics import count_errors
 
     truth = np.asarray(run.truth, dtype=float)
     cells = []
@@ -187,7 +187,7 @@ def _worst_first(run, counts, methods):
 
 
 def _read_image(path):
-    from cellcount_core.image_io import read_image
+    from cellcount_core.images.image_io import read_image
 
     return read_image(path)
 

@@ -24,7 +24,7 @@ def write_synthetic_images(folder, seed=0):
     """Write the demo's synthetic images as 16-bit PNG files; return {file name: true count}."""
     import imageio.v3 as iio
 
-    from cellcount_core.synthetic import synthetic_cells
+    from cellcount_core.images.synthetic import synthetic_cells
 
     folder.mkdir(parents=True, exist_ok=True)
     true_counts = {}

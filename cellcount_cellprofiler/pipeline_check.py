@@ -140,7 +140,7 @@ def _plugin_folder_advice(load_problems):
 
 def _check_model(module, cache):
     """(problem, None) or (None, description) for the model file a deep module names; loads each file once."""
-    from cellcount_core.model_files import ModelFileError, load_model
+    from cellcount_core.models.model_files import ModelFileError, load_model
 
     try:
         path = module.model_path()

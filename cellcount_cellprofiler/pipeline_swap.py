@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
-from cellcount_core.model_files import model_paths
+from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
+from cellcount_core.models.model_files import model_paths
 
 PRIMARY = "IdentifyPrimaryObjects"
 # Columns that name each module by its number (ExecutionTime_05IdentifyPrimaryObjects): a swap renumbers them.

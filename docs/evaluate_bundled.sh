@@ -10,8 +10,8 @@ set -euo pipefail
 . .venv/bin/activate
 DATA=../shared/data
 OUT=${1:-runs/eval}
-SEGMENTER=${SEGMENTER:-cellcount_core/weights/nuclei-segmenter.json}
-COUNTER=${COUNTER:-cellcount_core/weights/nuclei-counter.json}
+SEGMENTER=${SEGMENTER:-cellcount_core/models/weights/nuclei-segmenter.json}
+COUNTER=${COUNTER:-cellcount_core/models/weights/nuclei-counter.json}
 for dataset in stardist dsb2018 bbbc005; do
   case $dataset in
     stardist) data=$DATA/stardist_example ;;

@@ -8,7 +8,7 @@
 #   - a run folder runs/gpu-<model> left on a still-warm machine by the call before is resumed;
 #   - the model, metrics.csv and curves.png are copied into $OUT when it is set, to come back;
 #   - WIDTH (default 8, the bundled width) sets base_filters; extra OPTIONs go to the train command last (they
-#     win), e.g. --init-from cellcount_core/weights/nuclei-segmenter to fine-tune, or --steps-per-epoch 2
+#     win), e.g. --init-from cellcount_core/models/weights/nuclei-segmenter to fine-tune, or --steps-per-epoch 2
 #     --epochs 1 for a smoke run.
 # The device's python3 already holds torch, scikit-image, opencv and safetensors; nothing is installed there.
 # Scoring needs no GPU: back here, bash docs/evaluate_bundled.sh with SEGMENTER/COUNTER set to the new model.

@@ -28,7 +28,7 @@ variant() {  # name architecture width [extra training options]
 }
 
 dcc_counter() {  # DeepCellCount's regressor on a segmenter's masks (BBBC005), evaluated on three thresholds
-  local segmenter=cellcount_core/weights/nuclei-segmenter
+  local segmenter=cellcount_core/models/weights/nuclei-segmenter
   /usr/bin/time -f "dcc_counter trained in %e s" -a -o $OUT/times.txt \
     python -m training train-counter --data bbbc005=../shared/data/bbbc005 --out $OUT/dcc_counter --name dcc_counter \
     --architecture dcc_counter --input mask --segmenter $segmenter --epochs 15 --time-limit 15 --seed 0 --no-score \

@@ -15,8 +15,8 @@ from cellprofiler_core.setting import ValidationError
 from cellprofiler_core.setting.choice import Choice
 from cellprofiler_core.setting.text import Directory, Filename, Float, Integer
 
-from cellcount_core.bundled import bundled_models, resolve_model
-from cellcount_core.model_files import ModelFileError, read_card
+from cellcount_core.models.bundled import bundled_models, resolve_model
+from cellcount_core.models.model_files import ModelFileError, read_card
 
 BUNDLED = "Bundled model"
 CUSTOM = "Custom model file"
@@ -136,7 +136,7 @@ the image's size). *{CELL_SIZE_MANUAL}* resizes from the typical cell diameter y
         return [self.cell_size_mode] + ([self.cell_diameter] if manual else [])
 
     def cell_size(self):
-        """The ``cell_size`` argument of cellcount_core.inference: "auto", "off" or the manual diameter."""
+        """The ``cell_size`` argument of cellcount_core.running.inference: "auto", "off" or the manual diameter."""
         if self.cell_size_mode.value == CELL_SIZE_MANUAL:
             return self.cell_diameter.value
         return "auto" if self.cell_size_mode.value == CELL_SIZE_AUTOMATIC else "off"

@@ -23,7 +23,7 @@ from cellprofiler_core.setting.text import Alphanumeric
 
 from _model_settings import ModelSettings
 from _run_errors import names_image_set
-from cellcount_core.bundled import DEFAULT_COUNTER
+from cellcount_core.models.bundled import DEFAULT_COUNTER
 
 CATEGORY = "DeepCount"
 
@@ -55,8 +55,8 @@ class DeepCount(ModelSettings, Module):
 
     @names_image_set
     def run(self, workspace):
-        from cellcount_core.image_checks import check_image
-        from cellcount_core.inference import predict_count_at_cell_scale
+        from cellcount_core.images.image_checks import check_image
+        from cellcount_core.running.inference import predict_count_at_cell_scale
 
         image = workspace.image_set.get_image(self.x_name.value)
         if image.volumetric:

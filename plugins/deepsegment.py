@@ -30,7 +30,7 @@ from cellprofiler_core.setting.text import Integer
 
 from _model_settings import ModelSettings
 from _run_errors import names_image_set
-from cellcount_core.bundled import DEFAULT_SEGMENTER
+from cellcount_core.models.bundled import DEFAULT_SEGMENTER
 
 CATEGORY = "DeepSegment"
 MODEL_THRESHOLD = "ModelThreshold"
@@ -66,8 +66,8 @@ class DeepSegment(ModelSettings, ImageProcessing):
 
     @names_image_set
     def run(self, workspace):
-        from cellcount_core.image_checks import check_image
-        from cellcount_core.inference import predict_probability_at_cell_scale
+        from cellcount_core.images.image_checks import check_image
+        from cellcount_core.running.inference import predict_probability_at_cell_scale
 
         image = workspace.image_set.get_image(self.x_name.value)
         if image.volumetric:

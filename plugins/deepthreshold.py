@@ -170,8 +170,8 @@ The watershed that splits touching cells and the smallest object kept are sized 
 
     @names_image_set
     def run(self, workspace):
-        from cellcount_core.postprocess import remove_objects_outside_diameter
-        from cellcount_core.segmentation import labels_from_probability
+        from cellcount_core.objects.postprocess import remove_objects_outside_diameter
+        from cellcount_core.objects.segmentation import labels_from_probability
 
         image = workspace.image_set.get_image(self.x_name.value, must_be_grayscale=True)
         result = labels_from_probability(
@@ -209,7 +209,7 @@ The watershed that splits touching cells and the smallest object kept are sized 
         CellProfiler's own version builds float64 coordinate images (16 bytes per pixel, 1.6 GB for a
         10000 x 10000 image); the centres here are summed a few rows at a time.
         """
-        from cellcount_core.large_images import label_centroids
+        from cellcount_core.objects.large_images import label_centroids
 
         name = self.y_name.value if object_name is None else object_name
         centers = label_centroids(workspace.object_set.get_objects(name).segmented)
@@ -241,7 +241,7 @@ The watershed that splits touching cells and the smallest object kept are sized 
 
         The statistics are centrosome's, computed a few rows at a time (bounded memory on large images).
         """
-        from cellcount_core.threshold_statistics import sum_of_entropies, weighted_variance
+        from cellcount_core.objects.threshold_statistics import sum_of_entropies, weighted_variance
 
         mask = image.mask if image.has_mask else None
         values = {

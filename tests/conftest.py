@@ -28,8 +28,8 @@ def cellprofiler():
 @pytest.fixture(scope="session")
 def tiny_segmenter(tmp_path_factory):
     """A randomly initialised small segmentation model file (fast; for plumbing tests, not accuracy)."""
-    from cellcount_core.model_files import ModelCard, save_model
-    from cellcount_core.networks import create_model
+    from cellcount_core.models.model_files import ModelCard, save_model
+    from cellcount_core.models.networks import create_model
     import torch
 
     torch.manual_seed(0)
@@ -44,8 +44,8 @@ def tiny_segmenter(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_counter(tmp_path_factory):
     """A randomly initialised density counter model file."""
-    from cellcount_core.model_files import ModelCard, save_model
-    from cellcount_core.networks import create_model
+    from cellcount_core.models.model_files import ModelCard, save_model
+    from cellcount_core.models.networks import create_model
     import torch
 
     torch.manual_seed(0)

@@ -149,7 +149,7 @@ def test_several_workers_share_a_gpu_with_a_memory_fraction():
 
 
 def test_the_memory_fraction_variable_is_the_one_the_plugins_read():
-    from cellcount_core import gpu
+    from cellcount_core.running import gpu
 
     assert MEMORY_FRACTION_VARIABLE == gpu.MEMORY_FRACTION_VARIABLE
 

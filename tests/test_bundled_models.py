@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 
-from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, bundled_models
-from cellcount_core.model_files import model_paths, read_card
+from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, bundled_models
+from cellcount_core.models.model_files import model_paths, read_card
 
 # Validation sites of BBBC005 (training never sees s07/s08): every 4th count, both stains, all blur levels.
 BBBC005_COUNTS = ("1", "18", "35", "53", "70", "87")
@@ -34,10 +34,10 @@ def bbbc005_validation_images(shared_data):
 @pytest.mark.data
 @pytest.mark.slow
 def test_bundled_models_count_held_out_bbbc005_images(shared_data):
-    from cellcount_core.image_io import read_image
-    from cellcount_core.inference import predict_count
-    from cellcount_core.metrics import count_errors
-    from cellcount_core.segmentation import segment_image
+    from cellcount_core.images.image_io import read_image
+    from cellcount_core.running.inference import predict_count
+    from cellcount_core.counts.metrics import count_errors
+    from cellcount_core.objects.segmentation import segment_image
 
     images = bbbc005_validation_images(shared_data)
     assert len(images) == 36, "6 counts x 2 stains x 3 blur levels at site 07"
@@ -56,8 +56,8 @@ def test_bundled_models_count_held_out_bbbc005_images(shared_data):
 def test_bundled_segmenter_finds_the_stardist_example_nuclei(shared_data):
     import tifffile
 
-    from cellcount_core.metrics import match_detections
-    from cellcount_core.segmentation import segment_image
+    from cellcount_core.counts.metrics import match_detections
+    from cellcount_core.objects.segmentation import segment_image
 
     folder = shared_data / "stardist_example"
     truth = tifffile.imread(folder / "mask2d.tif")

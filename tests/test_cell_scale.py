@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellcount_core.cell_scale import (PROBE_FACTORS, diameter_in_probability, predict_at_cell_scale,
+from cellcount_core.running.cell_scale import (PROBE_FACTORS, diameter_in_probability, predict_at_cell_scale,
                                        resize_image, scale_factor)
-from cellcount_core.normalization import floor_range_on_noise, noise_sigma, percentile_range
+from cellcount_core.images.normalization import floor_range_on_noise, noise_sigma, percentile_range
 
 BAND = (8.0, 24.0)
 CENTRE = math.sqrt(8.0 * 24.0)

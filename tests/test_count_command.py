@@ -6,7 +6,7 @@ import imageio.v3 as iio
 import pytest
 
 from cellcount_cellprofiler.cli import main
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.images.synthetic import synthetic_cells
 
 
 @pytest.fixture(scope="module")

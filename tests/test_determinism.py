@@ -13,11 +13,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cellcount_core.inference import get_model, predict_count, predict_probability
-from cellcount_core.large_images import labels_in_blocks
-from cellcount_core.receptive_field import context_overlap, receptive_radius
-from cellcount_core.segmentation import labels_from_probability
-from cellcount_core.synthetic import ideal_probability, synthetic_cells
+from cellcount_core.running.inference import get_model, predict_count, predict_probability
+from cellcount_core.objects.large_images import labels_in_blocks
+from cellcount_core.models.receptive_field import context_overlap, receptive_radius
+from cellcount_core.objects.segmentation import labels_from_probability
+from cellcount_core.images.synthetic import ideal_probability, synthetic_cells
 from fuzz import fuzz_settings
 
 THRESHOLD = 0.5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellcount_core.diameter import estimate_diameter
+from cellcount_core.objects.diameter import estimate_diameter
 
 
 def disk_grid(diameter, shape, spacing=2.0):

@@ -10,13 +10,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def cells():
-    from cellcount_core.synthetic import synthetic_cells
+    from cellcount_core.images.synthetic import synthetic_cells
 
     return synthetic_cells((1024, 1024), n_cells=240, seed=3)
 
 
 def test_gpu_probability_map_matches_the_cpu_map(cells):
-    from cellcount_core.inference import predict_probability
+    from cellcount_core.running.inference import predict_probability
 
     cpu = predict_probability(cells.image, device="CPU")
     gpu = predict_probability(cells.image, device="GPU")
@@ -25,8 +25,8 @@ def test_gpu_probability_map_matches_the_cpu_map(cells):
 
 
 def test_gpu_counts_equal_the_cpu_counts(cells):
-    from cellcount_core.inference import predict_count
-    from cellcount_core.segmentation import segment_image
+    from cellcount_core.running.inference import predict_count
+    from cellcount_core.objects.segmentation import segment_image
 
     assert segment_image(cells.image, device="GPU").count == pytest.approx(
         segment_image(cells.image, device="CPU").count, abs=2)
@@ -35,7 +35,7 @@ def test_gpu_counts_equal_the_cpu_counts(cells):
 
 
 def test_gpu_cache_is_released_after_an_image(cells):
-    from cellcount_core.inference import predict_probability
+    from cellcount_core.running.inference import predict_probability
 
     predict_probability(np.tile(cells.image, (2, 2)), device="GPU", batch_size=16)
     assert torch.cuda.memory_reserved() - torch.cuda.memory_allocated() < 64 * 2**20

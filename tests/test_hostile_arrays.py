@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cellcount_core import image_checks
-from cellcount_core.image_checks import InsufficientMemoryError, check_image, check_memory
-from cellcount_core.inference import predict_count
-from cellcount_core.segmentation import labels_from_probability, segment_image
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.images import image_checks
+from cellcount_core.images.image_checks import InsufficientMemoryError, check_image, check_memory
+from cellcount_core.running.inference import predict_count
+from cellcount_core.objects.segmentation import labels_from_probability, segment_image
+from cellcount_core.images.synthetic import synthetic_cells
 from fuzz import fuzz_settings
 
 DTYPES = ["uint8", "uint16", "uint32", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellcount_core import image_io
-from cellcount_core.batch_count import count_files
-from cellcount_core.image_checks import InsufficientMemoryError
-from cellcount_core.image_io import read_image
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.images import image_io
+from cellcount_core.counts.batch_count import count_files
+from cellcount_core.images.image_checks import InsufficientMemoryError
+from cellcount_core.images.image_io import read_image
+from cellcount_core.images.synthetic import synthetic_cells
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cellcount_core.inference import (  # noqa: E402
+from cellcount_core.running.inference import (  # noqa: E402
     InferenceError,
     clear_model_cache,
     get_model,
@@ -14,9 +14,9 @@ from cellcount_core.inference import (  # noqa: E402
     predict_probability,
     resolve_device,
 )
-from cellcount_core.model_files import ModelCard, save_model  # noqa: E402
-from cellcount_core.networks import create_model  # noqa: E402
-from cellcount_core.normalization import normalize_percentile  # noqa: E402
+from cellcount_core.models.model_files import ModelCard, save_model  # noqa: E402
+from cellcount_core.models.networks import create_model  # noqa: E402
+from cellcount_core.images.normalization import normalize_percentile  # noqa: E402
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 

@@ -11,12 +11,12 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from cellcount_core import large_images
-from cellcount_core.blockwise import iter_components
-from cellcount_core.large_images import labels_in_blocks, otsu_in_chunks
-from cellcount_core.segmentation import labels_from_probability
-from cellcount_core.synthetic import ideal_probability, synthetic_cells
-from cellcount_core.tiling import iter_tile_outputs, plan_tiles
+from cellcount_core.objects import large_images
+from cellcount_core.objects.blockwise import iter_components
+from cellcount_core.objects.large_images import labels_in_blocks, otsu_in_chunks
+from cellcount_core.objects.segmentation import labels_from_probability
+from cellcount_core.images.synthetic import ideal_probability, synthetic_cells
+from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles
 
 
 def same_objects(a, b):
@@ -67,7 +67,7 @@ def test_iter_components_gives_the_same_parts_with_any_number_of_threads(workers
 
 
 def test_component_diameters_equal_scipys_measurements(crowded):
-    from cellcount_core.diameter import component_diameters
+    from cellcount_core.objects.diameter import component_diameters
 
     _, probability = crowded
     filled = ndi.binary_fill_holes(probability > 0.5)
@@ -226,7 +226,7 @@ def test_bad_probability_maps_raise(bad, message):
 POST_PROCESS = textwrap.dedent("""
     import sys
     import numpy as np
-    from cellcount_core.segmentation import labels_from_probability
+    from cellcount_core.objects.segmentation import labels_from_probability
 
     def kilobytes(field):
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
@@ -287,7 +287,7 @@ def test_tile_results_are_read_after_the_next_batch_is_submitted():
 
 def test_gpu_memory_fraction_comes_from_the_environment(monkeypatch):
     torch = pytest.importorskip("torch")
-    from cellcount_core import gpu
+    from cellcount_core.running import gpu
 
     assert gpu.memory_fraction({}) is None and gpu.memory_fraction({gpu.MEMORY_FRACTION_VARIABLE: " "}) is None
     assert gpu.memory_fraction({gpu.MEMORY_FRACTION_VARIABLE: "0.25"}) == 0.25
@@ -307,7 +307,7 @@ def test_gpu_memory_fraction_comes_from_the_environment(monkeypatch):
 def test_cuda_batch_runner_logic_with_cpu_stand_ins(monkeypatch):
     """The runner's buffers and lazy results, with plain memory and a no-op event standing in for CUDA's."""
     torch = pytest.importorskip("torch")
-    from cellcount_core import gpu
+    from cellcount_core.running import gpu
 
     class Event:
         def record(self):

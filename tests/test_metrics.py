@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cellcount_core.metrics import DetectionScores, centroids, count_errors, match_detections
+from cellcount_core.counts.metrics import DetectionScores, centroids, count_errors, match_detections
 
 
 def test_centroids_of_non_consecutive_labels_in_label_order():

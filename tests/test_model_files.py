@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from cellcount_core.bundled import DEFAULT_SEGMENTER, bundled_models, resolve_model
-from cellcount_core.model_files import ModelCard, ModelFileError, load_model, read_card, save_model
-from cellcount_core.networks import create_model
+from cellcount_core.models.bundled import DEFAULT_SEGMENTER, bundled_models, resolve_model
+from cellcount_core.models.model_files import ModelCard, ModelFileError, load_model, read_card, save_model
+from cellcount_core.models.networks import create_model
 
 CASES = [
     ("segmenter", "c_resunet", {"base_filters": 4, "in_channels": 3}, (2, 3, 32, 32)),
@@ -87,7 +87,7 @@ def test_read_card_does_not_need_weights(saved):
 
 
 def test_read_card_does_not_import_torch(saved):
-    code = ("import sys; from cellcount_core.model_files import read_card; import cellcount_core.bundled; "
+    code = ("import sys; from cellcount_core.models.model_files import read_card; import cellcount_core.models.bundled; "
             f"read_card({str(saved)!r}); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

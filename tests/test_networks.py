@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cellcount_core.networks import available_architectures, create_model
-from cellcount_core.networks.blocks import ConvBlock, EncoderDecoder, ResidualUnit, norm_layer
+from cellcount_core.models.networks import available_architectures, create_model
+from cellcount_core.models.networks.blocks import ConvBlock, EncoderDecoder, ResidualUnit, norm_layer
 
 SEGMENTERS = ["dcc_unet", "unet", "small_unet", "resunet", "c_resunet"]
 # Small variants so the forward tests run in well under a second each.

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cellcount_core import normalization
-from cellcount_core.normalization import normalize_percentile, to_grayscale, to_rgb
+from cellcount_core.images import normalization
+from cellcount_core.images.normalization import normalize_percentile, to_grayscale, to_rgb
 
 
 def test_to_grayscale_passes_2d_and_averages_colour_channels():

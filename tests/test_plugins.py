@@ -69,7 +69,7 @@ def test_batch_files_remap_the_custom_model_folder(cellprofiler, tiny_segmenter)
 
 
 def test_deepthreshold_makes_objects_and_threshold_measurement(cellprofiler):
-    from cellcount_core.synthetic import synthetic_cells
+    from cellcount_core.images.synthetic import synthetic_cells
 
     cells = synthetic_cells((200, 200), 12, (14, 20), touching=0.0, clustering=0.0, seed=3)
     probability = (cells.labels > 0).astype(np.float32) * 0.9 + 0.05
@@ -175,8 +175,8 @@ def test_revision_1_pipelines_load_with_automatic_cell_size(cellprofiler):
 def test_deepsegment_manual_cell_size_resizes_and_records_the_factor(cellprofiler):
     import math
 
-    from cellcount_core.model_files import read_card
-    from cellcount_core.bundled import resolve_model
+    from cellcount_core.models.model_files import read_card
+    from cellcount_core.models.bundled import resolve_model
 
     module = instantiate("DeepSegment", x_name="DNA", y_name="Probability")
     module.cell_size_mode.value = "Manual"

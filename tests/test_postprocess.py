@@ -3,9 +3,9 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk
 
-from cellcount_core.diameter import estimate_diameter
-from cellcount_core.postprocess import default_min_size, labels_from_mask
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.objects.diameter import estimate_diameter
+from cellcount_core.objects.postprocess import default_min_size, labels_from_mask
+from cellcount_core.images.synthetic import synthetic_cells
 
 
 def _discs(shape, centres, radius):
@@ -123,7 +123,7 @@ def test_true_mask_of_a_synthetic_image_gives_the_true_count(seed):
 @pytest.mark.data
 def test_real_nuclei_mask_is_split_into_its_nuclei(shared_data):
     tifffile = pytest.importorskip("tifffile")
-    from cellcount_core.metrics import match_detections
+    from cellcount_core.counts.metrics import match_detections
 
     truth = tifffile.imread(shared_data / "stardist_example" / "mask2d.tif")  # 125 nuclei, many touching
     assert estimate_diameter(truth > 0) == pytest.approx(23.7, rel=0.2)  # median equivalent diameter
@@ -133,7 +133,7 @@ def test_real_nuclei_mask_is_split_into_its_nuclei(shared_data):
 
 
 def test_remove_objects_outside_diameter_keeps_only_the_range():
-    from cellcount_core.postprocess import remove_objects_outside_diameter
+    from cellcount_core.objects.postprocess import remove_objects_outside_diameter
 
     labels = np.zeros((100, 100), np.int32)
     labels[5:9, 5:9] = 1        # 16 px: diameter 4.5
@@ -205,7 +205,7 @@ def test_touching_disks_are_split_into_their_cells(radius, clump, spacing):
 
 
 def test_opencv_components_and_hole_filling_equal_scipy():
-    from cellcount_core.components import fill_mask_holes, label_components
+    from cellcount_core.objects.components import fill_mask_holes, label_components
 
     mask = ndi.binary_dilation(np.random.default_rng(4).random((120, 90)) > 0.97, iterations=2)
     mask[30:60, 20:50] = True

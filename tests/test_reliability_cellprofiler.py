@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cellcount_cellprofiler.plugin_folder import plugins_dir
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.images.synthetic import synthetic_cells
 
 pytestmark = [pytest.mark.cellprofiler, pytest.mark.slow]
 

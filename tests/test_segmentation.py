@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellcount_core.segmentation import labels_from_probability, model_default_threshold, segment_image
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.objects.segmentation import labels_from_probability, model_default_threshold, segment_image
+from cellcount_core.images.synthetic import synthetic_cells
 
 
 def _probability(cells, sigma=1.0):
@@ -58,7 +58,7 @@ def test_model_default_needs_a_value_without_a_model():
 
 
 def test_importing_segmentation_does_not_import_torch():
-    code = "import sys, cellcount_core.segmentation; assert 'torch' not in sys.modules"
+    code = "import sys, cellcount_core.objects.segmentation; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -344,7 +344,7 @@ def image_folder(tmp_path_factory):
     import imageio.v3 as iio
     from scipy import ndimage
 
-    from cellcount_core.synthetic import synthetic_cells
+    from cellcount_core.images.synthetic import synthetic_cells
 
     folder = tmp_path_factory.mktemp("images")
     for site, n_cells in ((1, 20), (2, 35)):

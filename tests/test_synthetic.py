@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.measure import label, regionprops
 
-from cellcount_core.synthetic import synthetic_cells, synthetic_dataset
+from cellcount_core.images.synthetic import synthetic_cells, synthetic_dataset
 
 
 def test_default_image_has_the_requested_cells_and_consistent_ground_truth():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from cellcount_core import threshold_statistics
-from cellcount_core.synthetic import ideal_probability, synthetic_cells
-from cellcount_core.threshold_statistics import sum_of_entropies, weighted_variance
+from cellcount_core.objects import threshold_statistics
+from cellcount_core.images.synthetic import ideal_probability, synthetic_cells
+from cellcount_core.objects.threshold_statistics import sum_of_entropies, weighted_variance
 
 centrosome = pytest.importorskip("centrosome.threshold", reason="centrosome comes with CellProfiler")
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cellcount_core.thresholds import THRESHOLD_METHODS, apply_threshold
+from cellcount_core.objects.thresholds import THRESHOLD_METHODS, apply_threshold
 
 ROW = np.array([[0.2, 0.5, 0.7, 1.0]], np.float32)
 

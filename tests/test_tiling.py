@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cellcount_core.tiling import extract_tile, iter_tile_outputs, plan_tiles, stitch
+from cellcount_core.running.tiling import extract_tile, iter_tile_outputs, plan_tiles, stitch
 
 SHAPES = [(1, 1), (50, 3), (64, 64), (65, 64), (256, 256), (257, 300), (1000, 700)]
 
@@ -176,7 +176,7 @@ def test_tiled_density_sum_equals_the_whole_sum():
 
 
 def test_automatic_tiling_is_chosen_per_device_type():
-    from cellcount_core.tiling import AUTOMATIC_TILING, automatic_tiling
+    from cellcount_core.running.tiling import AUTOMATIC_TILING, automatic_tiling
 
     assert automatic_tiling("cpu") == AUTOMATIC_TILING["cpu"] == (2048, 1)
     assert automatic_tiling("cuda:1") == automatic_tiling("CUDA") == AUTOMATIC_TILING["cuda"]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cellcount_core.normalization import CLIP_RANGE
-from cellcount_core.normalization import normalize_percentile as numpy_normalize
+from cellcount_core.images.normalization import CLIP_RANGE
+from cellcount_core.images.normalization import normalize_percentile as numpy_normalize
 from training.batches import TensorBatches, random_dihedral
 from training.crops import Record
 from training.device_crops import CropSettings, DeviceCrops, background_windows

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.images.synthetic import synthetic_cells
 from training import evaluate, threshold_tuning
 from training.baseline import baseline_labels
 from training.cli import main as train_main
@@ -126,7 +126,7 @@ def test_tune_threshold_command_rewrites_only_the_card(tiny_segmenter, tmp_path)
 @pytest.fixture
 def perfect_models(monkeypatch, tiny_segmenter, tiny_counter, tmp_path):
     """Models whose probability is the true mask (the image is the mask) and whose counter is off by +1."""
-    from cellcount_core import inference
+    from cellcount_core.running import inference
     from scipy import ndimage as ndi
 
     counter = copy_model(tiny_counter, tmp_path)
@@ -197,7 +197,7 @@ def test_binary_masks_count_but_do_not_score_detections(perfect_models, tiny_seg
 
 
 def test_true_diameter_post_processes_each_image_with_its_cells_diameter(perfect_models, tmp_path, monkeypatch):
-    from cellcount_core import segmentation
+    from cellcount_core.objects import segmentation
 
     cells = [separated_cells(seed, 6) for seed in (4, 5)]
     data = write_folder(tmp_path / "data", cells, image_of=lambda c: ((c.labels > 0) * 1000).astype(np.uint16))
@@ -264,7 +264,7 @@ def test_classical_baseline_counts_separated_cells():
     cells = separated_cells(5, 12)
     result = baseline_labels(cells.image, "classical")
     assert result.count == cells.count
-    from cellcount_core.metrics import match_detections
+    from cellcount_core.counts.metrics import match_detections
 
     assert match_detections(cells.labels, result.labels, cells.diameter).f1 == 1.0
 

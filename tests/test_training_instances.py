@@ -62,7 +62,7 @@ def test_bbbc005_instances_match_the_counts_in_the_file_names(shared_data):
 def test_bbbc005_cells_cover_their_mask_and_keep_each_nucleus(shared_data):
     sample = next(s for s in read_bbbc005(shared_data / "bbbc005")
                   if s.meta["count"] == 48 and s.meta["stain"] == 2 and s.meta["blur"] == 48)
-    from cellcount_core.image_io import read_image
+    from cellcount_core.images.image_io import read_image
 
     cells = read_instances(sample)
     mask = read_image(sample.target_path) > 0

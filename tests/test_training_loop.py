@@ -11,8 +11,8 @@ import tifffile
 import torch
 from torch import nn
 
-from cellcount_core.model_files import load_model
-from cellcount_core.synthetic import synthetic_cells
+from cellcount_core.models.model_files import load_model
+from cellcount_core.images.synthetic import synthetic_cells
 from training.batches import TensorBatches
 from training.cli import main
 from training.datasets import stable_fraction

@@ -13,7 +13,7 @@ STARDIST_NUCLEI = 125
 
 @pytest.fixture(scope="module")
 def stardist(shared_data):
-    from cellcount_core.image_io import read_image
+    from cellcount_core.images.image_io import read_image
 
     folder = shared_data / "stardist_example"
     return read_image(folder / "img2d.tif"), read_image(folder / "mask2d.tif")
@@ -27,8 +27,8 @@ def dsb_validation(shared_data):
 
 
 def test_stardist_example_counts_hold_from_half_to_four_times_the_size(stardist):
-    from cellcount_core.inference import predict_count_at_cell_scale
-    from cellcount_core.segmentation import segment_image
+    from cellcount_core.running.inference import predict_count_at_cell_scale
+    from cellcount_core.objects.segmentation import segment_image
 
     image, labels = stardist
     counts, regression = {}, {}

@@ -1,14 +1,14 @@
 """Classical segmentation baselines to compare the networks against, in the same evaluation run.
 
 - ``"classical"``: percentile normalization, Gaussian smoothing, Otsu's threshold, then the networks' own
-  post-processing (:func:`cellcount_core.postprocess.labels_from_mask`: hole filling, size filter and a
+  post-processing (:func:`cellcount_core.objects.postprocess.labels_from_mask`: hole filling, size filter and a
   distance-transform watershed sized by the cell diameter).
 - ``"cellprofiler"``: CellProfiler's IdentifyPrimaryObjects (global Otsu, intensity declumping) through the pure
   function of ``cellprofiler_library`` (CellProfiler 5), with the typical diameter range set from the cell
   diameter. Needs CellProfiler installed.
 
 When no diameter is given, both estimate it from the Otsu mask of the image
-(:func:`cellcount_core.diameter.estimate_diameter`), as the networks' post-processing does.
+(:func:`cellcount_core.objects.diameter.estimate_diameter`), as the networks' post-processing does.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from cellcount_core.normalization import normalize_percentile, to_grayscale
-from cellcount_core.diameter import estimate_diameter
-from cellcount_core.postprocess import labels_from_mask
-from cellcount_core.segmentation import SegmentationResult
-from cellcount_core.thresholds import apply_threshold
+from cellcount_core.images.normalization import normalize_percentile, to_grayscale
+from cellcount_core.objects.diameter import estimate_diameter
+from cellcount_core.objects.postprocess import labels_from_mask
+from cellcount_core.objects.segmentation import SegmentationResult
+from cellcount_core.objects.thresholds import apply_threshold
 
 __all__ = ["BASELINES", "smoothed_intensity", "classical_labels", "cellprofiler_labels", "baseline_labels"]
 

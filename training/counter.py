@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cellcount_core.model_files import ModelCard, save_model
-from cellcount_core.normalization import normalize_percentile
+from cellcount_core.models.model_files import ModelCard, save_model
+from cellcount_core.images.normalization import normalize_percentile
 
 from .batches import TensorBatches
 from .crops import Record, batches, fixed_crops
@@ -93,9 +93,9 @@ def _resize(mask: np.ndarray, input_size) -> np.ndarray:
 
 def _thresholded(sample: Sample, segmenter) -> np.ndarray:
     """The segmenter's mask of a sample, thresholded at its card's default value."""
-    from cellcount_core.inference import predict_probability
-    from cellcount_core.segmentation import model_default_threshold
-    from cellcount_core.thresholds import apply_threshold
+    from cellcount_core.running.inference import predict_probability
+    from cellcount_core.objects.segmentation import model_default_threshold
+    from cellcount_core.objects.thresholds import apply_threshold
 
     probability = predict_probability(read_image(sample.image_path), model=segmenter, device="Auto")
     return apply_threshold(probability, "manual", value=model_default_threshold(segmenter))[0]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellcount_core.image_io import IMAGE_SUFFIXES
-from cellcount_core.image_io import read_image as read_raw
+from cellcount_core.images.image_io import IMAGE_SUFFIXES
+from cellcount_core.images.image_io import read_image as read_raw
 
 BBBC005_PATTERN = re.compile(r"_(?P<well>[A-P]\d\d)_C(?P<count>\d+)_F(?P<blur>\d+)_s(?P<site>\d+)_w(?P<stain>\d)")
 BBBC005_VALIDATION_SITES = (7, 8)
@@ -184,7 +184,7 @@ def split_samples(samples, validation_fraction: float = VALIDATION_FRACTION):
 
 def read_image(path) -> np.ndarray:
     """Read an image file as a 2D float32 array (colour reduced to gray)."""
-    from cellcount_core.normalization import to_grayscale
+    from cellcount_core.images.normalization import to_grayscale
 
     return np.asarray(to_grayscale(read_raw(path)), dtype=np.float32)
 

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from cellcount_core.metrics import count_errors, match_detections
+from cellcount_core.counts.metrics import count_errors, match_detections
 
 from .baseline import BASELINES, baseline_labels
 from .datasets import Sample, read_image
@@ -67,7 +67,7 @@ class Models:
     counter_masks : sequence of str
         Threshold methods (:data:`COUNTER_MASKS`) of the segmenter's masks that a mask-input counter counts, one
         method column ``count:<name>@<threshold>`` each.
-    device, tile_size, batch_size : as in :func:`cellcount_core.inference.predict_probability`.
+    device, tile_size, batch_size : as in :func:`cellcount_core.running.inference.predict_probability`.
     diameter : float or None
         Cell diameter for the post-processing and the baselines; estimated per image when None.
     true_diameter : bool
@@ -75,7 +75,7 @@ class Models:
         how much the diameter estimate costs.
     cell_size : "auto", "off" or float
         How images are brought to the networks' cell size (see
-        :func:`cellcount_core.inference.predict_probability_at_cell_scale`).
+        :func:`cellcount_core.running.inference.predict_probability_at_cell_scale`).
     """
 
     segmenter: str | Path | None = "default"
@@ -92,8 +92,8 @@ class Models:
 
     def load_cards(self) -> None:
         """Read and check the model cards (fails early, before any image is processed)."""
-        from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
-        from cellcount_core.model_files import read_card
+        from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
+        from cellcount_core.models.model_files import read_card
 
         for role, name, default in (("segmenter", self.segmenter, DEFAULT_SEGMENTER),
                                     ("counter", self.counter, DEFAULT_COUNTER)):
@@ -146,10 +146,10 @@ def evaluate_image(image: np.ndarray, reference: Reference, models: Models, thre
 
     `row` holds the columns that name the image (``id``, grouping columns); counts and detections are added.
     """
-    from cellcount_core.inference import predict_count, predict_count_at_cell_scale
-    from cellcount_core.inference import predict_probability_at_cell_scale
-    from cellcount_core.segmentation import labels_from_probability
-    from cellcount_core.thresholds import apply_threshold
+    from cellcount_core.running.inference import predict_count, predict_count_at_cell_scale
+    from cellcount_core.running.inference import predict_probability_at_cell_scale
+    from cellcount_core.objects.segmentation import labels_from_probability
+    from cellcount_core.objects.thresholds import apply_threshold
 
     labelled = reference.labels is not None
     true_diameter = object_diameter(reference.labels) if labelled else 0.0

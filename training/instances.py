@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from cellcount_core.postprocess import labels_from_mask
+from cellcount_core.objects.postprocess import labels_from_mask
 
 from .datasets import Sample, read_image, read_labels
 

@@ -97,8 +97,8 @@ def build_model(args: argparse.Namespace):
 
     Returns ``(model, params)``.
     """
-    from cellcount_core.model_files import load_model
-    from cellcount_core.networks import create_model
+    from cellcount_core.models.model_files import load_model
+    from cellcount_core.models.networks import create_model
 
     params = parse_params(args.param)
     model = create_model(args.architecture, **params)

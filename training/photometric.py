@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cellcount_core.normalization import CLIP_RANGE
+from cellcount_core.images.normalization import CLIP_RANGE
 
 
 def uniform(low: float, high: float, batch: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -110,7 +110,7 @@ def noise(images: torch.Tensor, read_sd: torch.Tensor, shot_gain: torch.Tensor,
 
 
 def normalize_percentile(images: torch.Tensor, low: float = 1.0, high: float = 99.8) -> torch.Tensor:
-    """Per-crop percentile normalization as at inference (``cellcount_core.normalization``): the ``low`` and
+    """Per-crop percentile normalization as at inference (``cellcount_core.images.normalization``): the ``low`` and
     ``high`` percentiles go to 0 and 1, clipped to ``CLIP_RANGE``; a constant crop becomes 0."""
     flat = images.flatten(1)
     bounds = torch.quantile(flat, torch.tensor([low / 100, high / 100], device=images.device), dim=1)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cellcount_core.model_files import ModelCard, save_model
-from cellcount_core.normalization import normalize_percentile
+from cellcount_core.models.model_files import ModelCard, save_model
+from cellcount_core.images.normalization import normalize_percentile
 
 from .crops import Record, batches, fixed_crops, read_oversampling
 from .datasets import Sample, read_image

@@ -1,8 +1,8 @@
 """Choose a segmenter's default threshold on validation images, as c-ResUnet did.
 
 Each validation image's probability map is computed once; for every threshold of a grid it is thresholded and
-post-processed into cells (:func:`cellcount_core.segmentation.labels_from_probability`), and the cells are matched
-to the true ones by centroid distance within the cell diameter (:func:`cellcount_core.metrics.match_detections`).
+post-processed into cells (:func:`cellcount_core.objects.segmentation.labels_from_probability`), and the cells are matched
+to the true ones by centroid distance within the cell diameter (:func:`cellcount_core.counts.metrics.match_detections`).
 True positives, false positives and false negatives are summed over the images into one F1 per threshold. The
 threshold is the knee of the rising part of that curve (Kneedle, the ``kneed`` package) or its maximum. Only
 images with instance labels can score detections: BBBC005's binary masks merge touching cells, so tune on DSB2018,
@@ -23,8 +23,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from cellcount_core.image_io import read_image as read_raw
-from cellcount_core.metrics import match_detections
+from cellcount_core.images.image_io import read_image as read_raw
+from cellcount_core.counts.metrics import match_detections
 
 from .datasets import Sample, read_bbbc005, read_image, read_labelled_folder, read_pairs, split_samples
 from .instances import bbbc005_instances
@@ -228,7 +228,7 @@ def image_detections(probability: np.ndarray, true_labels: np.ndarray, threshold
     radius : float, optional
         Largest centroid distance of a match; default the true cells' median diameter (:func:`object_diameter`).
     **postprocess
-        Keyword arguments of :func:`cellcount_core.segmentation.labels_from_probability` (``diameter``,
+        Keyword arguments of :func:`cellcount_core.objects.segmentation.labels_from_probability` (``diameter``,
         ``min_size``, ...).
 
     Returns
@@ -236,7 +236,7 @@ def image_detections(probability: np.ndarray, true_labels: np.ndarray, threshold
     (len(thresholds), 3) int array
         tp, fp, fn per threshold.
     """
-    from cellcount_core.segmentation import labels_from_probability
+    from cellcount_core.objects.segmentation import labels_from_probability
 
     if radius is None:
         radius = object_diameter(true_labels) or 1.0
@@ -333,7 +333,7 @@ def update_card_threshold(model, value: float, method: str, tuning: dict | None 
     Path
         The card file.
     """
-    from cellcount_core.model_files import ModelCard, model_paths, read_card
+    from cellcount_core.models.model_files import ModelCard, model_paths, read_card
 
     card = read_card(model)
     card_path, _ = model_paths(model)
@@ -410,7 +410,7 @@ def tune(samples: Sequence[Sample], model, thresholds=DEFAULT_THRESHOLDS, *, dev
     ValueError
         If no sample has instance labels (e.g. BBBC005, whose masks merge touching cells).
     """
-    from cellcount_core.inference import predict_probability
+    from cellcount_core.running.inference import predict_probability
 
     labelled = [(sample, reference.labels) for sample in samples
                 for reference in [read_reference(sample)] if reference.labels is not None]
@@ -425,8 +425,8 @@ def tune(samples: Sequence[Sample], model, thresholds=DEFAULT_THRESHOLDS, *, dev
 
 def run(args: argparse.Namespace) -> str:
     """Run ``tune-threshold``: compute the curve, choose, plot, and rewrite the card unless ``--dry-run``."""
-    from cellcount_core.bundled import resolve_model
-    from cellcount_core.model_files import read_card
+    from cellcount_core.models.bundled import resolve_model
+    from cellcount_core.models.model_files import read_card
 
     model = resolve_model(args.model)
     card = read_card(model)

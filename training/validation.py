@@ -60,7 +60,7 @@ def write_validation_metrics(model, samples: list[Sample], *, segmenter=None, de
     Only the card (``X.json``) is rewritten; the weights are untouched. A mask-input counter counts the masks of
     ``segmenter`` (the bundled one by default). Returns the metrics.
     """
-    from cellcount_core.model_files import ModelCard, model_paths, read_card
+    from cellcount_core.models.model_files import ModelCard, model_paths, read_card
 
     card = read_card(model)
     card_path, _ = model_paths(model)

@@ -2,7 +2,7 @@
 
 import sys
 
-from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
+from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
 
 THRESHOLD_CHOICES = ("model default", "simple", "manual", "otsu", "adaptive")
 
@@ -38,8 +38,8 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from cellcount_core.batch_count import count_files, write_rows
-    from cellcount_core.image_io import list_images
+    from cellcount_core.counts.batch_count import count_files, write_rows
+    from cellcount_core.images.image_io import list_images
 
     _check_settings(args)
     rows = count_files(
@@ -69,7 +69,7 @@ def run(args):
 
 def _check_settings(args):
     """Refuse impossible settings before any image is read (they would fail every image)."""
-    from cellcount_core.inference import parse_cell_size
+    from cellcount_core.running.inference import parse_cell_size
 
     try:
         parse_cell_size(args.cell_size)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
+from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
 
 CELLPROFILER_5_REVISION = 500
 

@@ -41,7 +41,7 @@ def synthetic_images(tmp_path_factory):
     """Two 16-bit synthetic PNG images in a folder; returns (folder, {file name: true count})."""
     import imageio.v3 as iio
 
-    from cellcount_core.synthetic import synthetic_cells
+    from cellcount_core.images.synthetic import synthetic_cells
 
     folder = tmp_path_factory.mktemp("images")
     counts = {}

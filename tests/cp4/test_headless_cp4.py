@@ -18,7 +18,7 @@ def relative_error(predicted, true):
 @pytest.fixture(scope="module")
 def bundled_models():
     """The bundled models the shipped pipelines name; a failure, not a skip, when they are missing."""
-    from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, bundled_models
+    from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, bundled_models
 
     models = bundled_models()
     missing = [name for name in (DEFAULT_SEGMENTER, DEFAULT_COUNTER) if name not in models]
@@ -32,8 +32,8 @@ def library_counts(bundled_models, synthetic_images):
     """{file name: (objects, regression count)} from cellcount_core itself, on the same files, in this process."""
     import imageio.v3 as iio
 
-    from cellcount_core.inference import predict_count
-    from cellcount_core.segmentation import segment_image
+    from cellcount_core.running.inference import predict_count
+    from cellcount_core.objects.segmentation import segment_image
 
     folder, true_counts = synthetic_images
     counts = {}

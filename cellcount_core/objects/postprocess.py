@@ -24,8 +24,8 @@ from scipy import ndimage as ndi
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
-from .components import component_labels, fill_mask_holes, label_components
-from .diameter import check_mask_inputs, estimate_diameter
+from cellcount_core.objects.components import component_labels, fill_mask_holes, label_components
+from cellcount_core.objects.diameter import check_mask_inputs, estimate_diameter
 
 __all__ = ["default_min_size", "labels_from_mask",
            "remove_objects_outside_diameter"]
@@ -288,13 +288,13 @@ def labels_from_mask(
     Parameters
     ----------
     mask : (H, W) array of bool
-        Foreground mask, e.g. from :func:`cellcount_core.thresholds.apply_threshold`.
+        Foreground mask, e.g. from :func:`cellcount_core.objects.thresholds.apply_threshold`.
     probability : (H, W) array, optional
         Probability map within 0..1; when given, the watershed surface is the distance transform times the
         probability, so that uncertain borders between touching cells become split lines (even across a convex
         component, where the surface falls by more than half between two maxima).
     diameter : float, optional
-        Typical cell diameter in pixels; estimated by :func:`cellcount_core.diameter.estimate_diameter` when
+        Typical cell diameter in pixels; estimated by :func:`cellcount_core.objects.diameter.estimate_diameter` when
         None. It sets the largest hole filled, the default ``min_size``, the smoothing of the distance transform
         and, in part, how deep a saddle between two peaks must be to split (a twentieth of it). It never makes a
         compact or convex component split.

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 from skimage.filters import threshold_otsu
 
-from .blockwise import iter_components
-from .components import component_labels, fill_mask_holes
-from .diameter import component_diameters, diameter_from_components
-from .postprocess import labels_from_mask
-from .thresholds import THRESHOLD_METHODS, apply_threshold
+from cellcount_core.objects.blockwise import iter_components
+from cellcount_core.objects.components import component_labels, fill_mask_holes
+from cellcount_core.objects.diameter import component_diameters, diameter_from_components
+from cellcount_core.objects.postprocess import labels_from_mask
+from cellcount_core.objects.thresholds import THRESHOLD_METHODS, apply_threshold
 
 __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label_centroids", "labels_in_blocks",
            "otsu_in_chunks"]

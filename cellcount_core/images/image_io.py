@@ -41,7 +41,7 @@ def read_image(path, check_memory=True):
     """A 2-D (or H x W x channels) array read from an image file.
 
     The size the file's header declares is checked against the memory available before any pixel is decoded
-    (:func:`cellcount_core.image_checks.check_memory`), so a header claiming 100000 x 100000 pixels is refused
+    (:func:`cellcount_core.images.image_checks.check_memory`), so a header claiming 100000 x 100000 pixels is refused
     instead of allocated. Singleton planes and channels are dropped (a 1 x H x W TIFF is H x W); a 1 x 1 image
     stays 1 x 1.
 
@@ -52,7 +52,7 @@ def read_image(path, check_memory=True):
     InsufficientMemoryError
         If the header declares more pixels than available memory can count (``check_memory=False`` skips it).
     """
-    from cellcount_core import image_checks
+    from cellcount_core.images import image_checks
 
     path = Path(path)
     if path.stat().st_size == 0:

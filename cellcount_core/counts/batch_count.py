@@ -4,8 +4,8 @@ import csv
 import sys
 from pathlib import Path
 
-from cellcount_core.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
-from cellcount_core.image_io import read_image
+from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER
+from cellcount_core.images.image_io import read_image
 
 CSV_COLUMNS = ("image", "count", "regression_count", "threshold", "diameter", "scale_factor", "height", "width",
                "error")
@@ -26,7 +26,7 @@ def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, 
     """
     from tqdm import tqdm
 
-    from cellcount_core.inference import get_model
+    from cellcount_core.running.inference import get_model
 
     get_model(segmenter, device, default=DEFAULT_SEGMENTER)
     get_model(counter, device, default=DEFAULT_COUNTER)
@@ -45,7 +45,7 @@ def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, 
 
 def describe_error(error):
     """An exception as the ``error`` column says it: the message of our own validation errors, else with its type."""
-    from cellcount_core.model_files import ModelFileError
+    from cellcount_core.models.model_files import ModelFileError
 
     if isinstance(error, (ValueError, MemoryError, ModelFileError)) and str(error):
         return str(error)
@@ -55,9 +55,9 @@ def describe_error(error):
 def _count_file(path, *, segmenter, counter, device, tile_size, cell_size, labels_dir, overlays_dir,
                 **postprocess):
     """The CSV row of one image file."""
-    from cellcount_core.image_checks import check_image
-    from cellcount_core.inference import predict_count_at_cell_scale
-    from cellcount_core.segmentation import segment_image
+    from cellcount_core.images.image_checks import check_image
+    from cellcount_core.running.inference import predict_count_at_cell_scale
+    from cellcount_core.objects.segmentation import segment_image
 
     image = read_image(path)
     check_image(image, source=str(path))
@@ -108,6 +108,6 @@ def _write_labels(path, labels):
 def _write_overlay(path, image, labels):
     import imageio.v3 as iio
 
-    from cellcount_core.overlays import outline_overlay
+    from cellcount_core.objects.overlays import outline_overlay
 
     iio.imwrite(path, outline_overlay(image, labels))

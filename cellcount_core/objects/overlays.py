@@ -3,7 +3,7 @@
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from cellcount_core.normalization import normalize_percentile, to_grayscale
+from cellcount_core.images.normalization import normalize_percentile, to_grayscale
 
 
 def outline_overlay(image, labels, color=(255, 64, 0)):

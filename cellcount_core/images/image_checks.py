@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .normalization import _check_image_shape, _percentile_sample
+from cellcount_core.images.normalization import _check_image_shape, _percentile_sample
 
 #: The smallest side, in pixels, of an image the networks are run on. The smallest nucleus in the bundled
 #: segmenter's training images is about 6 pixels across (its card's ``diameter_range``): a narrower image cannot

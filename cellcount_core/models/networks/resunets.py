@@ -26,7 +26,7 @@ def build_resunet(in_channels: int, base_filters: int, depth: int, *, norm: str 
     in_channels, base_filters, depth : int
         Input channels, filters of the first level (doubling per level), number of down-samplings.
     norm, groups
-        See :func:`cellcount_core.networks.blocks.norm_layer`.
+        See :func:`cellcount_core.models.networks.blocks.norm_layer`.
     color_to_gray : bool
         Start with a learned 1x1 convolution from ``in_channels`` to one channel (c-ResUnet).
     deep_kernel_size : int

@@ -1,4 +1,4 @@
-"""Named building blocks shared by every network in :mod:`cellcount_core.networks`.
+"""Named building blocks shared by every network in :mod:`cellcount_core.models.networks`.
 
 The segmenters are all one shape, :class:`EncoderDecoder`: encoder stages whose outputs are kept as skip
 connections, a bridge, decoder stages that up-sample and merge one skip each, and a 1x1 head. The U-Nets and the

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import torch
 
-from . import gpu
-from .bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
-from .model_files import load_model, model_paths
-from .receptive_field import context_overlap
-from .cell_scale import CellScale, cell_scale, predict_at_cell_scale, resize_image, scale_factor
-from .normalization import floor_range_on_noise, noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb
-from .tiling import iter_tile_outputs, plan_tiles, stitch
+from cellcount_core.running import gpu
+from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
+from cellcount_core.models.model_files import load_model, model_paths
+from cellcount_core.models.receptive_field import context_overlap
+from cellcount_core.running.cell_scale import CellScale, cell_scale, predict_at_cell_scale, resize_image, scale_factor
+from cellcount_core.images.normalization import floor_range_on_noise, noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb
+from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, stitch
 
 DEVICE_CHOICES = ("Auto", "CPU", "GPU")
 
@@ -344,7 +344,7 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
                                       batch_size=4, progress=False, cell_size="auto"):
     """`predict_probability` with the image resized so that its cells fall in the model's diameter band.
 
-    See :func:`cellcount_core.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
+    See :func:`cellcount_core.running.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
     runs at the image's own scale.
 
     Parameters
@@ -373,7 +373,7 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
                                 batch_size=4, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
     """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
 
-    With ``cell_size="auto"``, the segmenter chooses the factor (:func:`cellcount_core.cell_scale.cell_scale`:
+    With ``cell_size="auto"``, the segmenter chooses the factor (:func:`cellcount_core.running.cell_scale.cell_scale`:
     its coarse probes, about 8 % of a segmenter pass, and where they see large cells a full-size and a reduced
     pass). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
     resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a

@@ -18,7 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .diameter import estimate_diameter
+from cellcount_core.objects.diameter import estimate_diameter
 
 __all__ = ["CellScale", "PROBE_FACTORS", "cell_scale", "diameter_in_probability", "is_fragmented",
            "predict_at_cell_scale", "probe_diameter", "resize_image", "scale_factor"]

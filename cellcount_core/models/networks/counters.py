@@ -67,7 +67,7 @@ class DensityCounter(nn.Module):
     in_channels, base_filters, depth : int
         Input channels, filters of the first level (doubling per level), number of poolings.
     norm, groups
-        See :func:`cellcount_core.networks.blocks.norm_layer`.
+        See :func:`cellcount_core.models.networks.blocks.norm_layer`.
     """
 
     def __init__(self, in_channels: int = 1, base_filters: int = 16, depth: int = 3, norm: str = "batch",

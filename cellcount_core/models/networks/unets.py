@@ -30,7 +30,7 @@ def build_unet(in_channels: int, channels: list[int], bridge_channels: int, *, o
     bridge_kernel_size : int
         Kernel size of the bottom level's convolutions.
     norm, groups
-        See :func:`cellcount_core.networks.blocks.norm_layer`.
+        See :func:`cellcount_core.models.networks.blocks.norm_layer`.
     upsample : {"transpose", "bilinear"}
         Decoder up-sampling, see :class:`DecoderStage`.
     """

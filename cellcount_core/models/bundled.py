@@ -1,4 +1,4 @@
-"""Models shipped inside the package (``cellcount_core/weights/``) and resolution of model names to files.
+"""Models shipped inside the package (``cellcount_core/models/weights/``) and resolution of model names to files.
 
 This module does not import torch.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .model_files import ModelFileError
+from cellcount_core.models.model_files import ModelFileError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_SEGMENTER = "nuclei-segmenter"

@@ -38,7 +38,7 @@ class ModelCard:
     kind : {"segmenter", "counter"}
         What the network outputs: logits of a probability map, or a count / count density.
     architecture : str
-        Name accepted by :func:`cellcount_core.networks.create_model`.
+        Name accepted by :func:`cellcount_core.models.networks.create_model`.
     params : dict
         Keyword arguments of ``create_model``.
     input : {"image", "mask"}
@@ -50,9 +50,9 @@ class ModelCard:
     diameter_range : [float, float] or None
         Smallest and largest cell diameter (pixels) seen in training.
     diameter_band : [float, float] or None
-        Cell diameters (pixels, as :func:`cellcount_core.diameter.estimate_diameter` measures them) that the
+        Cell diameters (pixels, as :func:`cellcount_core.objects.diameter.estimate_diameter` measures them) that the
         network handles well; inference resizes images whose cells fall outside it (see
-        :mod:`cellcount_core.cell_scale`). None: images are never resized.
+        :mod:`cellcount_core.running.cell_scale`). None: images are never resized.
     default_threshold : dict
         ``{"value": float, "method": str}``: the probability threshold and how it was chosen.
     training, metrics : dict
@@ -278,7 +278,7 @@ def _build(card: ModelCard, source: str, on_meta_device: bool = False):
     parameters become ModelFileError."""
     import torch
 
-    from .networks import create_model
+    from cellcount_core.models.networks import create_model
 
     try:
         with torch.device("meta") if on_meta_device else contextlib.nullcontext():

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from scipy import ndimage as ndi
 
-from .tiling import plan_tiles
+from cellcount_core.running.tiling import plan_tiles
 
 __all__ = ["Part", "default_workers", "iter_components"]
 

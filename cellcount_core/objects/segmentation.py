@@ -1,9 +1,9 @@
 """One call from an image (or a probability map) to labelled cells, for the CLI and the CellProfiler plugins.
 
-image -> probability (:func:`cellcount_core.inference.predict_probability`) -> threshold
-(:func:`cellcount_core.thresholds.apply_threshold`) -> labels (:func:`cellcount_core.postprocess.labels_from_mask`).
-Maps larger than :data:`cellcount_core.large_images.LARGE_IMAGE_PIXELS` are thresholded and post-processed block
-by block (:func:`cellcount_core.large_images.labels_in_blocks`), with the same cells in bounded memory.
+image -> probability (:func:`cellcount_core.running.inference.predict_probability`) -> threshold
+(:func:`cellcount_core.objects.thresholds.apply_threshold`) -> labels (:func:`cellcount_core.objects.postprocess.labels_from_mask`).
+Maps larger than :data:`cellcount_core.objects.large_images.LARGE_IMAGE_PIXELS` are thresholded and post-processed block
+by block (:func:`cellcount_core.objects.large_images.labels_in_blocks`), with the same cells in bounded memory.
 Torch is imported only when :func:`segment_image` runs a network.
 """
 
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundled import resolve_model
-from .large_images import is_large, labels_in_blocks
-from .model_files import read_card
-from .diameter import estimate_diameter
-from .postprocess import labels_from_mask
-from .thresholds import apply_threshold
+from cellcount_core.models.bundled import resolve_model
+from cellcount_core.objects.large_images import is_large, labels_in_blocks
+from cellcount_core.models.model_files import read_card
+from cellcount_core.objects.diameter import estimate_diameter
+from cellcount_core.objects.postprocess import labels_from_mask
+from cellcount_core.objects.thresholds import apply_threshold
 
 __all__ = ["SegmentationResult", "labels_from_probability", "segment_image", "model_default_threshold"]
 
@@ -43,7 +43,7 @@ class SegmentationResult:
         The network's probability map (set by :func:`segment_image`).
     scale_factor : float
         The image was resized by this factor before the network (set by :func:`segment_image`; see
-        :mod:`cellcount_core.cell_scale`).
+        :mod:`cellcount_core.running.cell_scale`).
     """
 
     labels: np.ndarray
@@ -75,11 +75,11 @@ def labels_from_probability(
     probability : (H, W) array
         Foreground probability within 0..1.
     threshold_method, threshold_value, block_size, offset
-        See :func:`cellcount_core.thresholds.apply_threshold` (``method``, ``value``, ``block_size``,
+        See :func:`cellcount_core.objects.thresholds.apply_threshold` (``method``, ``value``, ``block_size``,
         ``offset``); ``"model default"`` needs ``threshold_value`` here (:func:`segment_image` reads it from
         the model card).
     diameter, min_size, fill_holes, split_touching, exclude_border
-        See :func:`cellcount_core.postprocess.labels_from_mask`; the diameter is estimated from the mask when
+        See :func:`cellcount_core.objects.postprocess.labels_from_mask`; the diameter is estimated from the mask when
         None.
 
     Returns
@@ -112,7 +112,7 @@ def model_default_threshold(model: str = "default") -> float:
     Parameters
     ----------
     model : str or Path
-        Bundled model name, ``"default"`` or a model file path (see :func:`cellcount_core.bundled.resolve_model`).
+        Bundled model name, ``"default"`` or a model file path (see :func:`cellcount_core.models.bundled.resolve_model`).
     """
     return float(read_card(resolve_model(model)).default_threshold["value"])
 
@@ -138,13 +138,13 @@ def segment_image(
     model : str or Path
         Bundled model name, ``"default"`` or a model file path.
     device : str
-        ``"Auto"``, ``"CPU"`` or ``"GPU"``; see :func:`cellcount_core.inference.resolve_device`.
+        ``"Auto"``, ``"CPU"`` or ``"GPU"``; see :func:`cellcount_core.running.inference.resolve_device`.
     tile_size, batch_size, overlap, progress
-        Tiling and batching of :func:`cellcount_core.inference.predict_probability`.
+        Tiling and batching of :func:`cellcount_core.running.inference.predict_probability`.
     cell_size : "auto", "off" or float
         How the image is brought to the model's cell size: estimated (the default), not at all, or from this
         typical cell diameter in pixels; see
-        :func:`cellcount_core.inference.predict_probability_at_cell_scale`.
+        :func:`cellcount_core.running.inference.predict_probability_at_cell_scale`.
     **postprocess_kwargs
         Keyword arguments of :func:`labels_from_probability`. With ``threshold_method="model default"`` (the
         default) and no ``threshold_value``, the value comes from the model card.
@@ -154,7 +154,7 @@ def segment_image(
     SegmentationResult
         With the probability map.
     """
-    from .inference import predict_probability_at_cell_scale  # imports torch
+    from cellcount_core.running.inference import predict_probability_at_cell_scale  # imports torch
 
     if postprocess_kwargs.get("threshold_method", "model default") == "model default" \
             and postprocess_kwargs.get("threshold_value") is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .components import component_labels, fill_mask_holes
+from cellcount_core.objects.components import component_labels, fill_mask_holes
 
 __all__ = ["SPECK_DIAMETER", "check_mask_inputs", "component_diameters", "diameter_from_components",
            "estimate_diameter"]
@@ -78,7 +78,7 @@ def component_diameters(filled: np.ndarray, components: np.ndarray,
     filled : (H, W) array of bool or uint8
         Foreground mask with its holes filled.
     components : (H, W) array of int32
-        Its connected components, 1..n (:func:`cellcount_core.components.component_labels`).
+        Its connected components, 1..n (:func:`cellcount_core.objects.components.component_labels`).
     weights : (H, W) array
         Pixel weights summed into each area (ones, or the probability map).
 
