@@ -6,7 +6,8 @@ empty well is common in a screen). This scores every method of :class:`training.
 - validation images resized by each factor of :data:`SCALES` (cubic to enlarge, area averaging to shrink; the
   true labels by nearest neighbour), counts against the true count and detections against the resized labels;
 - empty fields (:func:`empty_fields`): noise, constant images, real background crops of the same images far
-  from any nucleus, and those crops blurred out of focus; every object found there is a false one.
+  from any nucleus, those crops out of focus as a camera records them, and smoothed noise-free floats;
+  every object found there is a false one.
 
 ``python -m training.robustness --data ../shared/data/dsb2018_fluo --out DIR`` (validation images; or
 ``--dataset stardist --data ../shared/data/stardist_example``) writes ``scales.md``,
@@ -25,6 +26,8 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from tqdm import tqdm
+
+from cellcount_core.images.normalization import noise_sigma, to_grayscale
 
 from .datasets import read_image
 from .evaluate import Models, evaluate_image, markdown_table, summarize
@@ -78,7 +81,9 @@ def empty_fields(samples, seed: int = 0, side: int = 256) -> list[tuple[str, np.
     -------
     list of (kind, image)
         Kinds: ``noise`` (Gaussian on float32, uint8 and uint16), ``constant`` (zeros and a grey level),
-        ``background`` (real crops) and ``out of focus`` (the same crops blurred with a Gaussian of 8 px).
+        ``background`` (real crops), ``out of focus`` (those crops as a camera records a defocused field: blurred
+        by a Gaussian of 8 px, the crop's own noise added back and rounded to its grey levels) and ``smoothed
+        float`` (the blurred crop without noise or grey levels, as a smoothing filter would leave it).
     """
     rng = np.random.default_rng(seed)
     shape = (side, side)
@@ -90,9 +95,22 @@ def empty_fields(samples, seed: int = 0, side: int = 256) -> list[tuple[str, np.
     for sample in samples:
         labels = read_reference(sample).labels
         for crop in background_crops(read_image(sample.image_path), labels):
+            blurred = _blurred(crop, 8.0)
             fields.append(("background", crop))
-            fields.append(("out of focus", ndi.gaussian_filter(crop.astype(np.float32), 8.0)))
+            fields.append(("out of focus", _as_recorded(blurred, noise_sigma(to_grayscale(crop)), rng)))
+            fields.append(("smoothed float", blurred))
     return fields
+
+
+def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
+    """`image` as float32 blurred by a Gaussian of `sigma` pixels in its plane (colour channels kept apart)."""
+    sigmas = (sigma, sigma) + (0.0,) * (image.ndim - 2)
+    return ndi.gaussian_filter(image.astype(np.float32), sigmas)
+
+
+def _as_recorded(image: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """`image` with Gaussian sensor noise of standard deviation `noise` added and rounded to whole grey levels."""
+    return np.clip(np.round(image + rng.normal(0.0, noise, image.shape)), 0, None).astype(np.float32)
 
 
 def scale_rows(samples, models: Models, scales: Sequence[float] = SCALES, progress: bool = True) -> list[dict]:
