@@ -47,6 +47,18 @@ def prepare_device(device):
         torch.cuda.set_per_process_memory_fraction(fraction, device)
 
 
+def available_memory(device):
+    """Bytes this process may still allocate on a CUDA device: the free memory and its own cached blocks, within
+    its ``CELLCOUNT_GPU_MEMORY_FRACTION`` share when set; None for other devices."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    free += torch.cuda.memory_reserved(device) - allocated
+    fraction = memory_fraction()
+    return free if fraction is None else max(0, min(free, int(fraction * total) - allocated))
+
+
 def release_cached_memory(device):
     """Give the CUDA caching allocator's unused blocks back to the driver, for other processes on the GPU."""
     if device.type == "cuda":

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from cellcount_core.running import gpu
+from cellcount_core.running import device_tiles, gpu
 from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
@@ -134,6 +134,17 @@ def _require_kind(card, kind, model, function):
         )
 
 
+def _percentile_settings(card):
+    """(low, high, min_range_over_noise or None) of a card's percentile normalization; InferenceError for others."""
+    normalization = card.normalization
+    if normalization.get("method") != "percentile":
+        raise InferenceError(
+            f"Model card {card.name!r} asks for normalization {normalization!r}; only "
+            "{'method': 'percentile', 'low': ..., 'high': ...} is supported. Re-save the model with it."
+        )
+    return normalization.get("low", 1.0), normalization.get("high", 99.8), normalization.get("min_range_over_noise")
+
+
 def _image_input(image, card):
     """The model input as a C x H x W view of the image, and a function that normalizes a batch of its tiles.
 
@@ -142,17 +153,12 @@ def _image_input(image, card):
     card's ``min_range_over_noise`` keeps the range at least that many noise standard deviations wide, so
     that an empty field's noise is not stretched to full contrast.
     """
-    normalization = card.normalization
-    if normalization.get("method") != "percentile":
-        raise InferenceError(
-            f"Model card {card.name!r} asks for normalization {normalization!r}; only "
-            "{'method': 'percentile', 'low': ..., 'high': ...} is supported. Re-save the model with it."
-        )
+    low, high, min_range_over_noise = _percentile_settings(card)
     image = to_rgb(image) if card.params.get("in_channels", 1) == 3 else to_grayscale(image)
-    lo, hi = percentile_range(image, normalization.get("low", 1.0), normalization.get("high", 99.8))
-    if "min_range_over_noise" in normalization:
+    lo, hi = percentile_range(image, low, high)
+    if min_range_over_noise is not None:
         gray = image if image.ndim == 2 else image.mean(axis=-1, dtype=np.float32)
-        lo, hi = floor_range_on_noise(lo, hi, noise_sigma(gray), normalization["min_range_over_noise"])
+        lo, hi = floor_range_on_noise(lo, hi, noise_sigma(gray), min_range_over_noise)
     inputs = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
     return inputs, lambda batch: scale_to_range(batch, lo, hi)
 
@@ -181,6 +187,13 @@ def _forward(model, activation, autocast_dtype, inputs):
         return activation(output) if activation is not None else output
 
 
+def _autocast_dtype(device):
+    """bf16 on CUDA (fp16 where bf16 is not supported), None (float32) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _tile_function(model, activation=None, prepare=None):
     """Wrap a network as ``fn(N x C x h x w float32 numpy) -> N x 1 x h x w float32`` (numpy or lazy).
 
@@ -189,10 +202,7 @@ def _tile_function(model, activation=None, prepare=None):
     copies (`gpu.CudaBatchRunner`); `activation` is applied to its float32 output.
     """
     device = next(model.parameters()).device
-    autocast_dtype = None
-    if device.type == "cuda":
-        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    forward = functools.partial(_forward, model, activation, autocast_dtype)
+    forward = functools.partial(_forward, model, activation, _autocast_dtype(device))
     runner = gpu.CudaBatchRunner(forward, device) if device.type == "cuda" else None
 
     def run(batch):
@@ -217,7 +227,9 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
     The image is reduced to gray (or to RGB for models with 3 input channels), cut into overlapping tiles (see
     `tiling`), normalized tile by tile with the whole image's percentiles as the model card says, run in batches
     and stitched into one preallocated map: beside the image and the map, memory holds two batches of tiles and
-    the network's activations, however large the image. On CUDA the cached GPU memory is released afterwards.
+    the network's activations, however large the image. On CUDA the image is uploaded once and all of this
+    happens in GPU memory (`device_tiles`; the host path where the memory share cannot hold the image), and the
+    cached GPU memory is released afterwards.
 
     Parameters
     ----------
@@ -251,14 +263,28 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
     """
     network, card = get_model(model, device, default=DEFAULT_SEGMENTER)
     _require_kind(card, "segmenter", model, "predict_probability")
-    inputs, normalize = _image_input(image, card)
-    plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
-                      multiple=network.size_divisor)
-    run = _tile_function(network, torch.sigmoid, normalize)
+    torch_device = next(network.parameters()).device
     try:
+        if device_tiles.keeps_image(torch_device, np.shape(image)):
+            return _probability_on_device(image, network, card, tile_size, overlap, batch_size, progress)
+        inputs, normalize = _image_input(image, card)
+        plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
+                          multiple=network.size_divisor)
+        run = _tile_function(network, torch.sigmoid, normalize)
         return stitch(run, inputs, plan, batch_size=batch_size, progress=progress)
     finally:
-        gpu.release_cached_memory(next(network.parameters()).device)
+        gpu.release_cached_memory(torch_device)
+
+
+def _probability_on_device(image, network, card, tile_size, overlap, batch_size, progress):
+    """`predict_probability` with the image uploaded once and tiled, run and stitched on the network's device."""
+    device = next(network.parameters()).device
+    inputs, normalize = device_tiles.image_input(image, device, card.params.get("in_channels", 1),
+                                                 *_percentile_settings(card))
+    plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
+                      multiple=network.size_divisor)
+    forward = functools.partial(_forward, network, torch.sigmoid, _autocast_dtype(device))
+    return device_tiles.to_host(device_tiles.stitch(forward, inputs, plan, normalize, batch_size, progress))
 
 
 def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=None, batch_size=4,

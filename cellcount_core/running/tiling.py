@@ -60,6 +60,10 @@ class TilePlan:
     padded_shape: tuple
     tiles: tuple
 
+    def contains(self, tile):
+        """Whether a tile lies within the image (else it reaches into the reflected padding)."""
+        return tile.y + self.tile_shape[0] <= self.image_shape[0] and tile.x + self.tile_shape[1] <= self.image_shape[1]
+
 
 #: Tile side and tiles per batch by device type, from ``python -m benchmarks.tile_defaults`` (BENCHMARKS.md). On a
 #: CPU one 2048-pixel tile covers most microscope images without overlap (512-pixel tiles with the segmenter's
@@ -153,6 +157,14 @@ def _reflect(indices, length):
     return np.where(indices < length, indices, period - indices)
 
 
+def tile_indices(plan, tile):
+    """The image rows and columns a tile covers, reflected where it reaches past the image (int64 arrays)."""
+    tile_h, tile_w = plan.tile_shape
+    height, width = plan.image_shape
+    return (_reflect(np.arange(tile.y, tile.y + tile_h), height),
+            _reflect(np.arange(tile.x, tile.x + tile_w), width))
+
+
 def extract_tile(image, plan, tile, out=None):
     """Copy one tile out of a C x H x W image, reflecting it where the tile reaches past the image.
 
@@ -170,13 +182,11 @@ def extract_tile(image, plan, tile, out=None):
     numpy.ndarray
         C x h x w tile (``out`` when given).
     """
-    tile_h, tile_w = plan.tile_shape
-    height, width = plan.image_shape
-    if tile.y + tile_h <= height and tile.x + tile_w <= width:
+    if plan.contains(tile):
+        tile_h, tile_w = plan.tile_shape
         region = image[:, tile.y : tile.y + tile_h, tile.x : tile.x + tile_w]
     else:
-        rows = _reflect(np.arange(tile.y, tile.y + tile_h), height)
-        cols = _reflect(np.arange(tile.x, tile.x + tile_w), width)
+        rows, cols = tile_indices(plan, tile)
         region = image[:, rows[:, None], cols[None, :]]
     if out is None:
         return np.array(region, dtype=np.float32)
