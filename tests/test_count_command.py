@@ -36,6 +36,19 @@ def test_count_writes_one_row_per_image_with_counts_near_the_truth(image_folder,
     assert len(list((tmp_path / "overlays").glob("*_overlay.png"))) == 2
 
 
+def test_a_given_tile_size_counts_as_the_automatic_one(image_folder, tmp_path):
+    folder, _ = image_folder
+    rows = {}
+    for tile in ("auto", "128"):
+        out = tmp_path / f"{tile}.csv"
+        assert main(["count", str(folder), "--csv", str(out), "--tile-size", tile]) == 0
+        rows[tile] = [(int(row["count"]), float(row["diameter"])) for row in csv.DictReader(open(out, newline=""))]
+    assert len(rows["auto"]) == 2
+    for (auto_count, auto_diameter), (count, diameter) in zip(rows["auto"], rows["128"]):
+        # 128-px tiles overlap less than the segmenter's receptive field: seams move the diameter a little
+        assert auto_count == count and auto_diameter == pytest.approx(diameter, abs=0.5)
+
+
 def test_count_names_a_missing_input(tmp_path, capsys):
     assert main(["count", str(tmp_path / "nowhere.png")]) == 2
     assert "nowhere.png does not exist" in capsys.readouterr().err
@@ -95,6 +108,7 @@ def test_fail_fast_stops_at_the_bad_image(folder_with_a_truncated_image, tmp_pat
     (["--threshold-method", "manual"], "--threshold-method manual needs --threshold VALUE"),
     (["--threshold-method", "manual", "--threshold", "1.5"], "--threshold 1.5 is not a probability"),
     (["--tile-size", "8"], "--tile-size 8 is too small"),
+    (["--tile-size", "automatic"], "--tile-size automatic is too small or not a number; use auto"),
     (["--diameter", "-3"], "--diameter -3.0 must be a positive number"),
 ])
 def test_impossible_settings_are_refused_before_any_image(image_folder, arguments, message, capsys):

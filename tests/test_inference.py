@@ -151,6 +151,21 @@ def test_tiled_probability_equals_a_whole_image_run(segmenter):
     assert np.abs(seamed - expected).max() > 1e-4
 
 
+def test_automatic_tile_size_runs_the_device_measured_tiling(segmenter, monkeypatch):
+    from cellcount_core.running import tiling
+
+    weights, _ = segmenter
+    image = sample_image((300, 280))
+    whole = predict_probability(image, weights, "CPU", tile_size=2048, overlap=16)
+    seamed = predict_probability(image, weights, "CPU", tile_size=128, overlap=16, batch_size=2)
+    assert np.abs(seamed - whole).max() > 1e-4  # the two tilings are told apart
+    np.testing.assert_array_equal(predict_probability(image, weights, "CPU", overlap=16), whole)  # auto on a CPU
+    monkeypatch.setitem(tiling.AUTOMATIC_TILING, "cpu", (128, 2))
+    np.testing.assert_array_equal(predict_probability(image, weights, "CPU", tile_size="auto", overlap=16), seamed)
+    with pytest.raises(ValueError, match="tile size 'large' is neither 'auto'"):
+        predict_probability(image, weights, "CPU", tile_size="large")
+
+
 def test_colour_images_are_averaged_for_gray_models(segmenter):
     weights, _ = segmenter
     rgb = np.stack([sample_image(seed=s) for s in range(3)], axis=-1)
@@ -248,6 +263,18 @@ def test_density_counter_tiled_sum_equals_the_whole_image_sum(tmp_path):
     assert count == pytest.approx(expected, rel=1e-5)
     seamed = predict_count(image, weights, "CPU", tile_size=64, overlap=0)
     assert abs(seamed / expected - 1) > 1e-4
+
+
+def test_density_counter_takes_the_automatic_tiling(tmp_path, monkeypatch):
+    from cellcount_core.running import tiling
+
+    weights, _ = save(tmp_path, "density", "counter", "density_counter", {"base_filters": 4, "depth": 2},
+                      weight_scale=2.0)
+    image = sample_image((150, 170))
+    seamed = predict_count(image, weights, "CPU", tile_size=64, overlap=0)
+    assert predict_count(image, weights, "CPU", overlap=0) != pytest.approx(seamed, rel=1e-4)
+    monkeypatch.setitem(tiling.AUTOMATIC_TILING, "cpu", (64, 3))
+    assert predict_count(image, weights, "CPU", overlap=0) == pytest.approx(seamed, rel=1e-6)
 
 
 def test_models_of_the_wrong_kind_are_refused(segmenter, dcc_counter):

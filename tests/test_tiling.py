@@ -183,3 +183,28 @@ def test_automatic_tiling_is_chosen_per_device_type():
     assert automatic_tiling("mps") == AUTOMATIC_TILING["cpu"]
     torch = pytest.importorskip("torch")
     assert automatic_tiling(torch.device("cpu")) == (2048, 1)
+
+
+def test_resolve_tiling_takes_auto_from_the_device_and_keeps_given_sizes():
+    from cellcount_core.running.tiling import resolve_tiling
+
+    assert resolve_tiling("auto", None, "cpu") == (2048, 1)
+    assert resolve_tiling("Auto", None, "cuda:0") == (1024, 16)
+    assert resolve_tiling("auto", 3, "cpu") == (2048, 3)  # a given batch size wins
+    assert resolve_tiling(512, None, "cpu") == (512, 4)  # a given tile size keeps the former batch default
+    assert resolve_tiling(np.int64(768), 2, "cuda") == (768, 2)
+
+
+@pytest.mark.parametrize("tile_size, batch_size, message", [
+    ("big", None, "tile size 'big' is neither 'auto'"),
+    (32, None, "at least 64 pixels"),
+    (512.5, None, "whole number"),
+    (True, None, "neither 'auto'"),
+    (512, 0, "batch size 0"),
+    ("auto", 1.5, "batch size 1.5"),
+])
+def test_resolve_tiling_refuses_impossible_sizes_naming_them(tile_size, batch_size, message):
+    from cellcount_core.running.tiling import resolve_tiling
+
+    with pytest.raises(ValueError, match=message):
+        resolve_tiling(tile_size, batch_size, "cpu")

@@ -23,7 +23,10 @@ def add_parser(subparsers):
     parser.add_argument("--labels", metavar="DIR", help="also write a label image per input into DIR")
     parser.add_argument("--overlays", metavar="DIR", help="also write an outline overlay PNG per input into DIR")
     parser.add_argument("--device", default="Auto", choices=("Auto", "CPU", "GPU"))
-    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--tile-size", default="auto", metavar="auto|PIXELS",
+                        help="tile side for the networks: auto (the default) takes the tile and batch sizes measured "
+                             "fastest for the device (one 2048-pixel tile at a time on a CPU); smaller tiles use "
+                             "less memory")
     parser.add_argument("--threshold-method", default="model default", choices=THRESHOLD_CHOICES)
     parser.add_argument("--threshold", type=float, help="the threshold for --threshold-method manual")
     parser.add_argument("--diameter", type=float, help="typical cell diameter in pixels (default: estimated)")
@@ -47,7 +50,7 @@ def run(args):
         segmenter=args.model,
         counter=args.counter,
         device=args.device,
-        tile_size=args.tile_size,
+        tile_size=_tile_size(args.tile_size),
         cell_size=args.cell_size,
         labels_dir=args.labels,
         overlays_dir=args.overlays,
@@ -75,11 +78,22 @@ def _check_settings(args):
         parse_cell_size(args.cell_size)
     except ValueError as error:
         raise ValueError(f"--cell-size: {error}") from None
+    _tile_size(args.tile_size)
     if args.threshold_method == "manual" and args.threshold is None:
         raise ValueError("--threshold-method manual needs --threshold VALUE (0 to 1).")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold {args.threshold} is not a probability; give a value from 0 to 1.")
-    if args.tile_size < 64:
-        raise ValueError(f"--tile-size {args.tile_size} is too small; use 64 pixels or more (512 by default).")
     if args.diameter is not None and not args.diameter > 0:
         raise ValueError(f"--diameter {args.diameter} must be a positive number of pixels.")
+
+
+def _tile_size(text):
+    """``--tile-size``: "auto" or a whole number of pixels (at least 64), else a ValueError naming the option."""
+    from cellcount_core.running.tiling import MIN_TILE_SIZE
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < MIN_TILE_SIZE:
+        raise ValueError(f"--tile-size {text} is too small or not a number; use auto (the default) or a whole "
+                         f"number of at least {MIN_TILE_SIZE} pixels.")
+    return int(text)

@@ -11,10 +11,13 @@ CSV_COLUMNS = ("image", "count", "regression_count", "threshold", "diameter", "s
                "error")
 
 
-def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, device="Auto", tile_size=512,
+def count_files(paths, *, segmenter=DEFAULT_SEGMENTER, counter=DEFAULT_COUNTER, device="Auto", tile_size="auto",
                 cell_size="auto", labels_dir=None, overlays_dir=None, progress=True, fail_fast=False,
                 **postprocess):
     """Segment and count each image file; yield a row (dict with CSV_COLUMNS) per image.
+
+    ``tile_size`` is a tile side in pixels (4 tiles per batch) or "auto", the tile and batch sizes measured
+    fastest for the device (:func:`cellcount_core.running.tiling.automatic_tiling`).
 
     ``count`` is the number of objects after DeepThreshold's default post-processing, ``regression_count``
     the counting network's estimate. Label images (16-bit TIFF) and outline overlays (PNG) are written to
@@ -61,8 +64,8 @@ def _count_file(path, *, segmenter, counter, device, tile_size, cell_size, label
 
     image = read_image(path)
     check_image(image, source=str(path))
-    result = segment_image(image, model=segmenter, device=device, tile_size=tile_size, cell_size=cell_size,
-                           **postprocess)
+    result = segment_image(image, model=segmenter, device=device, tile_size=tile_size, batch_size=None,
+                           cell_size=cell_size, **postprocess)
     regression_count, _ = predict_count_at_cell_scale(image, model=counter, device=device, tile_size=tile_size,
                                                       cell_size=cell_size, segmenter=segmenter)
     if labels_dir is not None:

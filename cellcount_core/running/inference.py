@@ -15,7 +15,7 @@ from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
 from cellcount_core.running.cell_scale import CellScale, cell_scale, predict_at_cell_scale, resize_image, scale_factor
 from cellcount_core.images.normalization import floor_range_on_noise, noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb
-from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, stitch
+from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, resolve_tiling, stitch
 
 DEVICE_CHOICES = ("Auto", "CPU", "GPU")
 
@@ -220,7 +220,7 @@ def _overlap(network, inputs, overlap, tile_size):
     return context_overlap(network, inputs.shape[0], tile_size) if overlap is None else overlap
 
 
-def predict_probability(image, model="default", device="Auto", tile_size=512, overlap=None, batch_size=4,
+def predict_probability(image, model="default", device="Auto", tile_size="auto", overlap=None, batch_size=None,
                         progress=False):
     """Probability map of a segmentation model over an image of any size.
 
@@ -239,13 +239,15 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
         Bundled model name, "default" (the bundled nuclei segmenter) or a model file path.
     device : str
         "Auto", "CPU", "GPU" or e.g. "cuda:1"; see `resolve_device`.
-    tile_size, overlap : int
-        Tile side and overlap in pixels; half the overlap is cropped from each interior tile side. The default
-        (None) covers the network's receptive field up to half the tile (`receptive_field.context_overlap`),
-        so the map does not depend on the tile size (from 256 pixels for the bundled segmenter, 384 for the
-        bundled counter).
+    tile_size : int or "auto"
+        Tile side in pixels (at least 64), or "auto" (the default): the tile size and batch size measured fastest
+        for the device (`tiling.automatic_tiling`: one 2048-pixel tile at a time on a CPU).
+    overlap : int
+        Tile overlap in pixels; half of it is cropped from each interior tile side. The default (None) covers the
+        network's receptive field up to half the tile (`receptive_field.context_overlap`), so the map does not
+        depend on the tile size (from 256 pixels for the bundled segmenter, 384 for the bundled counter).
     batch_size : int
-        Tiles per network call.
+        Tiles per network call; None (the default) for the automatic one with ``tile_size="auto"``, else 4.
     progress : bool
         Show a tqdm progress bar.
 
@@ -263,6 +265,7 @@ def predict_probability(image, model="default", device="Auto", tile_size=512, ov
     """
     network, card = get_model(model, device, default=DEFAULT_SEGMENTER)
     _require_kind(card, "segmenter", model, "predict_probability")
+    tile_size, batch_size = resolve_tiling(tile_size, batch_size, next(network.parameters()).device)
     torch_device = next(network.parameters()).device
     try:
         if device_tiles.keeps_image(torch_device, np.shape(image)):
@@ -287,8 +290,8 @@ def _probability_on_device(image, network, card, tile_size, overlap, batch_size,
     return device_tiles.to_host(device_tiles.stitch(forward, inputs, plan, normalize, batch_size, progress))
 
 
-def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=None, batch_size=4,
-                  progress=False):
+def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
+                  batch_size=None, progress=False):
     """Number of cells that a counting model sees in a mask or an image.
 
     Models whose card has ``input == "mask"`` get the input binarized (non-zero is foreground); ``"image"``
@@ -318,6 +321,7 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     """
     network, card = get_model(model, device, default=DEFAULT_COUNTER)
     _require_kind(card, "counter", model, "predict_count")
+    tile_size, batch_size = resolve_tiling(tile_size, batch_size, next(network.parameters()).device)
     inputs, prepare = _mask_input(image_or_mask) if card.input == "mask" else _image_input(image_or_mask, card)
     try:
         if card.input_size:
@@ -366,8 +370,8 @@ def _segmenter_runner(model, device, tile_size, overlap, batch_size, progress):
     return run, card
 
 
-def predict_probability_at_cell_scale(image, model="default", device="Auto", tile_size=512, overlap=None,
-                                      batch_size=4, progress=False, cell_size="auto"):
+def predict_probability_at_cell_scale(image, model="default", device="Auto", tile_size="auto", overlap=None,
+                                      batch_size=None, progress=False, cell_size="auto"):
     """`predict_probability` with the image resized so that its cells fall in the model's diameter band.
 
     See :func:`cellcount_core.running.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
@@ -395,8 +399,8 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     return predict_at_cell_scale(np.asarray(image), run, tuple(card.diameter_band), threshold, diameter)
 
 
-def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size=512, overlap=None,
-                                batch_size=4, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
+def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
+                                batch_size=None, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
     """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
 
     With ``cell_size="auto"``, the segmenter chooses the factor (:func:`cellcount_core.running.cell_scale.cell_scale`:

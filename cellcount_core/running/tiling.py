@@ -80,6 +80,43 @@ def automatic_tiling(device) -> tuple[int, int]:
     return AUTOMATIC_TILING.get(kind, AUTOMATIC_TILING["cpu"])
 
 
+#: Tiles per batch for a tile size given in pixels when no batch size is given.
+DEFAULT_BATCH_SIZE = 4
+#: The smallest tile side a user may ask for: smaller tiles are mostly overlap.
+MIN_TILE_SIZE = 64
+
+
+def resolve_tiling(tile_size, batch_size, device) -> tuple[int, int]:
+    """The (tile size, tiles per batch) to run with, from settings that may say "auto".
+
+    Parameters
+    ----------
+    tile_size : int or "auto"
+        A tile side of at least :data:`MIN_TILE_SIZE` pixels, or "auto" (any case) for the device's measured
+        fastest pair (:func:`automatic_tiling`).
+    batch_size : int or None
+        Tiles per batch; None for the automatic batch with an automatic tile size, else :data:`DEFAULT_BATCH_SIZE`.
+    device : str or torch.device
+        The device the network runs on.
+
+    Raises
+    ------
+    ValueError
+        For a tile size that is neither "auto" nor a whole number of at least 64 pixels, or a batch size below 1.
+    """
+    if isinstance(tile_size, str) and tile_size.strip().lower() == "auto":
+        tile, default_batch = automatic_tiling(device)
+    elif isinstance(tile_size, (int, np.integer)) and not isinstance(tile_size, bool) and tile_size >= MIN_TILE_SIZE:
+        tile, default_batch = int(tile_size), DEFAULT_BATCH_SIZE
+    else:
+        raise ValueError(f"tile size {tile_size!r} is neither 'auto' nor a whole number of at least "
+                         f"{MIN_TILE_SIZE} pixels; use 'auto' (measured fastest for the device) or a larger tile.")
+    batch = default_batch if batch_size is None else batch_size
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch size {batch_size!r} is not a whole number of tiles of at least 1.")
+    return tile, int(batch)
+
+
 def _axis_plan(length, tile, overlap, multiple):
     """Return (tile length, padded length, [(start, keep_start, keep_stop)]) along one axis."""
     padded = math.ceil(length / multiple) * multiple
