@@ -301,3 +301,61 @@ def test_stardist_example_reference(shared_data):
     reference = threshold_tuning.read_reference(sample)
     assert reference.count == 125 and threshold_tuning.count_objects(reference.labels) == 125
     assert evaluate.count_range(reference.count) == ">100"
+
+
+def test_record_metrics_writes_an_evaluations_numbers_into_the_card(perfect_models, tiny_segmenter, tmp_path):
+    model = copy_model(tiny_segmenter, tmp_path)
+    card_path = model.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {"val_dice": 0.5, "validation": {"stale": {}}}
+    card_path.write_text(json.dumps(card))
+    weights_before = file_digest(model)
+    cells = [separated_cells(seed, n) for seed, n in ((0, 5), (1, 8))]
+    data = write_folder(tmp_path / "data", cells, image_of=lambda c: ((c.labels > 0) * 1000).astype(np.uint16))
+    train_main(["evaluate", "--segmenter", str(model), "--counter", "none", "--baselines", "classical",
+                "--dataset", "folder", "--data", str(data), "--split", "all", "--out", str(tmp_path / "eval")])
+    train_main(["record-metrics", "--model", str(model), "--evaluation", str(tmp_path / "eval"),
+                "--note", "measured in a test"])
+    metrics = json.loads(card_path.read_text())["metrics"]
+    assert set(metrics["validation"]) == {"folder"}
+    overall = metrics["validation"]["folder"]["seg"]["overall"]
+    assert overall["images"] == 2 and overall["mae"] == 0 and overall["f1"] == 1.0
+    assert set(overall) == {"images", "mae", "medae", "mpe", "mape", "precision", "recall", "f1", "accuracy"}
+    assert metrics["validation_command"].startswith("cellcount-train evaluate --segmenter")
+    assert metrics["validation_note"] == "measured in a test" and metrics["val_dice"] == 0.5
+    assert file_digest(model) == weights_before
+
+
+def bbbc005_like_summary(name="tiny-segmenter"):
+    method = f"seg:{name}"
+    rows = [{**{k: v for k, v in row.items() if not k.startswith("m_")},
+             **{f"{method}_{k[2:]}": v for k, v in row.items() if k.startswith("m_")}} for row in bbbc005_like_rows()]
+    tables = {"overall": summarize(rows, [method])}
+    tables.update({f"by_{group}": summarize(rows, [method], group) for group in ("blur", "stain", "count_range")})
+    return {"title": "bbbc005 val (4 images)", "dataset": "bbbc005", "command": "cellcount-train evaluate x",
+            "models": {"segmenter": {"name": name}}, "tables": tables}
+
+
+def test_recorded_bbbc005_metrics_keep_blur_and_stain_groups(tiny_segmenter):
+    from cellcount_core.models.model_files import read_card
+    from training.card_metrics import metrics_from_evaluations
+
+    entry = metrics_from_evaluations([bbbc005_like_summary()], read_card(tiny_segmenter))["bbbc005"]["seg"]
+    assert set(entry) == {"overall", "by_blur", "by_stain"}
+    assert entry["overall"]["images"] == 4 and entry["overall"]["mae"] == pytest.approx(4.0)
+    assert set(entry["by_blur"]) == {"1", "48"} and entry["by_blur"]["1"]["mae"] == pytest.approx(3.5)
+    assert entry["by_blur"]["48"]["mape"] == pytest.approx(5.0)
+    assert entry["by_stain"]["2"]["medae"] == pytest.approx(3.0)
+
+
+def test_record_metrics_refuses_another_models_evaluation(tiny_segmenter, tmp_path):
+    from cellcount_core.models.model_files import read_card
+    from training.card_metrics import metrics_from_evaluations, read_summary
+
+    card = read_card(tiny_segmenter)
+    with pytest.raises(ValueError, match="ran segmenter other, not the segmenter tiny-segmenter"):
+        metrics_from_evaluations([bbbc005_like_summary("other")], card)
+    with pytest.raises(ValueError, match="Two evaluations of bbbc005"):
+        metrics_from_evaluations([bbbc005_like_summary()] * 2, card)
+    with pytest.raises(FileNotFoundError, match="no summary.json"):
+        read_summary(tmp_path)

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "tune-threshold": ("training.threshold_tuning", "choose a segmenter's default threshold by Kneedle"),
     "evaluate": ("training.evaluate", "score models on the validation split"),
     "score": ("training.validation", "write whole-image validation metrics into a model card"),
+    "record-metrics": ("training.card_metrics", "write the validation metrics of evaluate runs into a model card"),
 }
 
 

@@ -44,13 +44,27 @@ def validation_metrics(samples: list[Sample], *, segmenter=None, counter=None, d
     metrics = {}
     for source in dict.fromkeys(sample.source for sample in samples):
         rows, _ = evaluate_samples([s for s in samples if s.source == source], models, thresholds=None)
-        metrics[source] = {}
-        for index, method in enumerate(methods):
-            entry = {"overall": _kept(summarize(rows, methods)[index])}
-            for group in _GROUPS.get(source, ()):
-                entry[f"by_{group}"] = {str(row[group]): _kept(row) for row in summarize(rows, [method], group)}
-            metrics[source][method.split(":")[0]] = entry
+        tables = {"overall": summarize(rows, methods)}
+        tables.update({f"by_{group}": summarize(rows, methods, group) for group in _GROUPS.get(source, ())})
+        metrics[source] = {method.split(":")[0]: method_metrics(tables, method, source) for method in methods}
     return metrics
+
+
+def method_metrics(tables: dict, method: str, source: str) -> dict:
+    """One method's card entry, ``{"overall": {...}, "by_blur": {...}, ...}``, from `summarize` tables.
+
+    `tables` maps ``"overall"`` and ``"by_<group>"`` to :func:`training.evaluate.summarize` rows (as in an
+    ``evaluate`` run's ``summary.json``); the groups kept are those of :data:`_GROUPS` for `source`.
+    """
+    overall = [row for row in tables["overall"] if row["method"] == method]
+    if not overall:
+        raise ValueError(f"No results of {method} in these tables (methods: "
+                         f"{', '.join(row['method'] for row in tables['overall'])}).")
+    entry = {"overall": _kept(overall[0])}
+    for group in _GROUPS.get(source, ()):
+        entry[f"by_{group}"] = {str(row[group]): _kept(row) for row in tables[f"by_{group}"]
+                                if row["method"] == method}
+    return entry
 
 
 def write_validation_metrics(model, samples: list[Sample], *, segmenter=None, device: str = "Auto",
@@ -60,23 +74,33 @@ def write_validation_metrics(model, samples: list[Sample], *, segmenter=None, de
     Only the card (``X.json``) is rewritten; the weights are untouched. A mask-input counter counts the masks of
     ``segmenter`` (the bundled one by default). Returns the metrics.
     """
-    from cellcount_core.models.model_files import ModelCard, model_paths, read_card
+    from cellcount_core.models.model_files import read_card
 
     card = read_card(model)
-    card_path, _ = model_paths(model)
     if card.kind == "segmenter":
         metrics = validation_metrics(samples, segmenter=model, device=device)
     else:
         masks_from = (segmenter or "default") if card.input == "mask" else None
         metrics = validation_metrics(samples, segmenter=masks_from, counter=model, device=device)
+    store_validation_metrics(model, metrics, command)
+    return metrics
+
+
+def store_validation_metrics(model, metrics: dict, command: str | None = None, note: str | None = None) -> None:
+    """Write ``metrics`` into the card of ``model`` as ``metrics["validation"]``, with the command that measured
+    them and a note (how and when); only the card (``X.json``) is rewritten, the weights are untouched."""
+    from cellcount_core.models.model_files import ModelCard, model_paths, read_card
+
+    card = read_card(model)
+    card_path, _ = model_paths(model)
     card.metrics["validation"] = metrics
-    if command:
-        card.metrics["validation_command"] = command
+    for key, value in (("validation_command", command), ("validation_note", note)):
+        if value:
+            card.metrics[key] = value
     text = ModelCard.from_dict(card.to_dict(), source=str(card_path)).to_json()
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(card_path)
-    return metrics
 
 
 def add_arguments(parser) -> None:
