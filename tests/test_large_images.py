@@ -67,6 +67,7 @@ def test_iter_components_gives_the_same_parts_with_any_number_of_threads(workers
 
 
 def test_component_diameters_equal_scipys_measurements(crowded):
+    from cellcount_core.objects.components import ComponentPixels
     from cellcount_core.objects.diameter import component_diameters
 
     _, probability = crowded
@@ -75,7 +76,7 @@ def test_component_diameters_equal_scipys_measurements(crowded):
     index = np.arange(1, n + 1)
     areas = ndi.sum_labels(probability, components, index)
     deepest = ndi.maximum(ndi.distance_transform_edt(filled), components, index)
-    equivalent, inscribed = component_diameters(filled, components.astype(np.int32), probability)
+    equivalent, inscribed = component_diameters(ComponentPixels.of(components.astype(np.int32)), probability)
     np.testing.assert_allclose(equivalent[1:], np.sqrt(4 * areas / np.pi), rtol=1e-5)
     np.testing.assert_allclose(inscribed[1:], np.maximum(2 * deepest - 1, 1), rtol=1e-5)
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from scipy import ndimage as ndi
 
+from cellcount_core.objects.components import ComponentPixels
 from cellcount_core.running.tiling import plan_tiles
 
 __all__ = ["Part", "default_workers", "iter_components"]
@@ -65,7 +65,7 @@ class Part:
 
 def iter_components(
     shape: tuple[int, int],
-    analyse: Callable[[tuple], tuple[np.ndarray, Any]],
+    analyse: Callable[[tuple], tuple[np.ndarray | ComponentPixels, Any]],
     margin: Callable[[int, int], int],
     *,
     block_side: int = 2048,
@@ -80,7 +80,8 @@ def iter_components(
         Image height and width.
     analyse : callable
         ``analyse(window) -> (components, extra)`` for a window (rows, columns) of the image: its connected
-        components labelled 1..n (int array of the window's shape), and anything else the caller needs.
+        components labelled 1..n (int array of the window's shape, or its `components.ComponentPixels` when the
+        caller has them), and anything else the caller needs.
         Pixels at least `halo` from the window's cut sides must be labelled as in the whole image.
     margin : callable
         ``margin(height, width) -> int``: the distance from a window's cut sides beyond which a component with
@@ -134,15 +135,15 @@ class _Survey:
     """
 
     def __init__(self, window, components, extra, shape, margin):
-        self.window, self.components, self.extra = window, components, extra
-        found = ndi.find_objects(components)
-        self.labels = np.array([index for index, box in enumerate(found, start=1) if box is not None], np.int64)
+        pixels = components if isinstance(components, ComponentPixels) else ComponentPixels.of(components)
+        self.window, self.components, self.extra = window, pixels.labels, extra
+        boxes, first = pixels.boxes()
+        self.labels = np.flatnonzero(first >= 0)
         #: window-relative boxes: first row, row stop, first column, column stop
-        self.boxes = np.array([(b[0].start, b[0].stop, b[1].start, b[1].stop) for b in found if b is not None],
-                              np.int64).reshape(-1, 4)
+        self.boxes = boxes[self.labels]
         offset = np.array([window[0].start, window[0].start, window[1].start, window[1].start])
         self.exact = _exact(self.boxes + offset, window, shape, margin)
-        self.anchors = _anchors(components, self.labels, self.boxes) + offset[1:3]
+        self.anchors = np.stack(np.divmod(first[self.labels], pixels.labels.shape[1]), axis=1) + offset[1:3]
 
 
 def _in_threads(function, items, workers):
@@ -175,16 +176,6 @@ def _exact(boxes, window, shape, margin):
     return exact
 
 
-def _anchors(components, labels, boxes):
-    """Window coordinates (n x 2) of each component's first pixel in raster order, found in its box's top row."""
-    rows, starts, widths = boxes[:, 0], boxes[:, 2], boxes[:, 3] - boxes[:, 2]
-    segment_starts = np.cumsum(widths) - widths
-    columns = np.arange(widths.sum()) - np.repeat(segment_starts - starts, widths)
-    hits = np.flatnonzero(components[np.repeat(rows, widths), columns] == np.repeat(labels, widths))
-    first = hits[np.searchsorted(hits, segment_starts)]  # every top row holds a pixel of its component
-    return np.stack([rows, columns[first]], axis=1)
-
-
 def _inside(points, region):
     """Which points (n x 2, image coordinates) lie in a region (rows, columns)."""
     return ((points[:, 0] >= region[0].start) & (points[:, 0] < region[0].stop)
@@ -204,10 +195,10 @@ def _core_pixels(components, index, box, window, core):
     return [(r + rows.start + window[0].start, c + cols.start + window[1].start)]
 
 
-def _box_of(components, index):
-    """The window box of one component, as a 1 x 4 array (row start, stop, column start, stop)."""
-    rows, cols = ndi.find_objects(components, max_label=index)[index - 1]
-    return np.array([[rows.start, rows.stop, cols.start, cols.stop]])
+def _box_and_anchor(components, index):
+    """The window box of one component (1 x 4: row start, stop, column start, stop) and its first pixel."""
+    rows, columns = np.nonzero(components == index)
+    return np.array([[rows.min(), rows.max() + 1, columns.min(), columns.max() + 1]]), (rows[0], columns[0])
 
 
 def _resolve(seed_pixels, analyse, shape, margin, handed_out):
@@ -227,8 +218,8 @@ def _resolve(seed_pixels, analyse, shape, margin, handed_out):
         member = np.zeros(len(rows), bool)
         member[inside] = components[local_rows[inside], local_cols[inside]] == index
         pending &= ~member
-        [anchor] = _anchors(components, np.array([index]), _box_of(components, index)).tolist()
-        anchor = (anchor[0] + window[0].start, anchor[1] + window[1].start)
+        _, (row, column) = _box_and_anchor(components, index)
+        anchor = (int(row) + window[0].start, int(column) + window[1].start)
         if anchor not in handed_out:
             handed_out.add(anchor)
             yield Part(window, None, components, extra, np.asarray([index], dtype=np.int64))
@@ -238,10 +229,13 @@ def _exact_component_at(seed, window, analyse, shape, margin):
     """Analyse windows grown from `window` until the component at `seed` is exact in one; its window and label."""
     while True:
         components, extra = analyse(window)
+        if isinstance(components, ComponentPixels):
+            components = components.labels
         index = int(components[seed[0] - window[0].start, seed[1] - window[1].start])
         if index == 0:
             return window, components, extra, 0
-        box = _box_of(components, index) + [window[0].start, window[0].start, window[1].start, window[1].start]
+        box = _box_and_anchor(components, index)[0] + [window[0].start, window[0].start, window[1].start,
+                                                         window[1].start]
         if _exact(box, window, shape, margin)[0]:
             return window, components, extra, index
         window = _grown(box[0], window, shape, margin)

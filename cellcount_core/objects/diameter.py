@@ -5,10 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cellcount_core.objects.components import component_labels, fill_mask_holes
+from cellcount_core.objects.components import ComponentPixels, component_labels, fill_mask_holes
 
 __all__ = ["SPECK_DIAMETER", "check_mask_inputs", "component_diameters", "diameter_from_components",
-           "estimate_diameter"]
+           "estimate_diameter", "inscribed_radii"]
 
 # A component whose equivalent diameter exceeds its inscribed diameter by more than this factor is a clump of
 # touching cells rather than one (possibly elongated) cell.
@@ -62,38 +62,86 @@ def estimate_diameter(mask: np.ndarray, probability: np.ndarray | None = None) -
         Diameter in pixels; 0.0 when the mask is empty.
     """
     mask, probability = check_mask_inputs(mask, probability)
-    filled = fill_mask_holes(mask)
-    components = component_labels(filled)
-    weights = np.ones(mask.shape, np.float32) if probability is None else probability
-    equivalent, inscribed = component_diameters(filled, components, weights)
+    components = ComponentPixels.of(component_labels(fill_mask_holes(mask)))
+    equivalent, inscribed = component_diameters(components, probability)
     return diameter_from_components(equivalent[1:], inscribed[1:])
 
 
-def component_diameters(filled: np.ndarray, components: np.ndarray,
-                        weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def component_diameters(pixels: ComponentPixels, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Equivalent-circle and inscribed diameters of every component of a hole-filled mask.
 
     Parameters
     ----------
-    filled : (H, W) array of bool or uint8
-        Foreground mask with its holes filled.
-    components : (H, W) array of int32
-        Its connected components, 1..n (:func:`cellcount_core.objects.components.component_labels`).
-    weights : (H, W) array
-        Pixel weights summed into each area (ones, or the probability map).
+    pixels : ComponentPixels
+        The connected components of a hole-filled mask, 1..n
+        (:func:`cellcount_core.objects.components.component_labels`).
+    weights : (H, W) array or None
+        Pixel weights summed into each area (the probability map), or None to count pixels.
 
     Returns
     -------
     equivalent, inscribed : arrays of float, indexed by label 0..n (index 0 unused)
     """
-    n = int(components.max(initial=0))
-    areas = np.bincount(components.ravel(), weights=np.asarray(weights).ravel(), minlength=n + 1)
-    distance = cv2.distanceTransform(np.ascontiguousarray(filled).view(np.uint8), cv2.DIST_L2,
-                                     cv2.DIST_MASK_PRECISE)
-    deepest = np.zeros(n + 1, np.float32)
-    np.maximum.at(deepest, components.ravel(), distance.ravel())
+    summed = None if weights is None else pixels.values(np.asarray(weights)).astype(float)
+    areas = np.bincount(pixels.ids, weights=summed, minlength=pixels.count)
+    deepest = inscribed_radii(pixels)
     # the distance to the nearest background pixel centre overshoots the radius by about half a pixel
     return np.sqrt(4.0 * areas / np.pi), np.maximum(2.0 * deepest.astype(float) - 1.0, 1.0)
+
+
+def inscribed_radii(pixels: ComponentPixels) -> np.ndarray:
+    """The largest exact Euclidean distance from a pixel of each component to the nearest pixel outside it,
+    indexed by label (0 and absent labels 0.0): OpenCV's precise distance transform of the whole mask, computed on
+    the components' boxes alone.
+
+    A pixel's nearest pixel outside its 4-connected component is background and lies within the component's box
+    grown by one pixel, so each box is copied with a blank margin into shelves of one small image (cells cover a
+    few per cent of a map). Components touching the image border, beyond which OpenCV looks for nothing, keep
+    their own crop.
+    """
+    labels = pixels.labels
+    height, width = labels.shape
+    boxes, _ = pixels.boxes()
+    present = boxes[:, 1] > boxes[:, 0]
+    on_border = present & ((boxes[:, 0] == 0) | (boxes[:, 1] == height) | (boxes[:, 2] == 0) | (boxes[:, 3] == width))
+    radii = np.zeros(pixels.count, np.float32)
+    for label in np.flatnonzero(on_border):
+        top, bottom, left, right = boxes[label]
+        crop = labels[max(top - 1, 0):bottom + 1, max(left - 1, 0):right + 1] == label
+        radii[label] = cv2.distanceTransform(crop.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).max()
+    inner = present & ~on_border
+    if not inner.any():
+        return radii
+    origins, shape = _shelf_origins(boxes, inner)
+    packed = inner[pixels.ids]
+    flat, ids = pixels.flat[packed], pixels.ids[packed]
+    rows = flat // width - boxes[ids, 0] + origins[ids, 0]
+    columns = flat % width - boxes[ids, 2] + origins[ids, 1]
+    shelves = np.zeros(shape, np.uint8)
+    shelves[rows, columns] = 1
+    distance = cv2.distanceTransform(shelves, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    np.maximum.at(radii, ids, distance[rows, columns])
+    return radii
+
+
+def _shelf_origins(boxes: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Top-left corners (count x 2, rows of chosen labels only) that place the chosen boxes in shelves of about
+    sqrt(n) boxes, tallest first, each box followed by a blank row and column; and the shelves' image shape."""
+    labels = np.flatnonzero(chosen)
+    heights = boxes[labels, 1] - boxes[labels, 0] + 1
+    widths = boxes[labels, 3] - boxes[labels, 2] + 1
+    order = np.argsort(-heights, kind="stable")
+    per_shelf = int(np.ceil(np.sqrt(len(order))))
+    shelf = np.arange(len(order)) // per_shelf
+    shelf_heights = heights[order][::per_shelf]  # the tallest of each shelf comes first
+    shelf_tops = 1 + np.concatenate([[0], np.cumsum(shelf_heights)[:-1]])
+    ends = np.cumsum(widths[order])
+    shelf_starts = (ends - widths[order])[::per_shelf]
+    lefts = 1 + ends - widths[order] - shelf_starts[shelf]
+    origins = np.zeros((len(boxes), 2), np.int64)
+    origins[labels[order]] = np.stack([shelf_tops[shelf], lefts], axis=1)
+    shelf_widths = ends[np.minimum(np.arange(1, shelf[-1] + 2) * per_shelf, len(order)) - 1] - shelf_starts
+    return origins, (int(shelf_tops[-1] + shelf_heights[-1]) + 1, int(shelf_widths.max()) + 1)
 
 
 def diameter_from_components(equivalent: np.ndarray, inscribed: np.ndarray) -> float:

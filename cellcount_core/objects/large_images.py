@@ -20,9 +20,9 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from cellcount_core.objects.blockwise import iter_components
-from cellcount_core.objects.components import component_labels, fill_mask_holes
+from cellcount_core.objects.components import ComponentPixels, component_labels, fill_mask_holes
 from cellcount_core.objects.diameter import component_diameters, diameter_from_components
-from cellcount_core.objects.postprocess import labels_from_mask
+from cellcount_core.objects.postprocess import default_min_size, objects_from_mask
 from cellcount_core.objects.thresholds import THRESHOLD_METHODS, apply_threshold
 
 __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label_centroids", "labels_in_blocks",
@@ -213,9 +213,8 @@ def _estimate_diameter(probability, threshold, block_side, cores, workers):
     def analyse(window):
         values = probability[window]
         window_mask, window_threshold = threshold(values)
-        filled = fill_mask_holes(window_mask)
-        components = component_labels(filled)
-        return components, (component_diameters(filled, components, values), window_mask, window_threshold)
+        components = ComponentPixels.of(component_labels(fill_mask_holes(window_mask)))
+        return components, (component_diameters(components, values), window_mask, window_threshold)
 
     equivalent, inscribed = [], []
     margin = threshold.reach + 3
@@ -229,33 +228,33 @@ def _estimate_diameter(probability, threshold, block_side, cores, workers):
     return diameter_from_components(equivalent, inscribed) if len(equivalent) else 0.0
 
 
-def _label(labels, probability, threshold, diameter, block_side, cores, workers, *, exclude_border, **options):
+def _label(labels, probability, threshold, diameter, block_side, cores, workers, *, min_size, exclude_border,
+           **options):
     """Write the objects of `postprocess.labels_from_mask` into `labels`, block by block; record the cores."""
+    min_size = default_min_size(diameter) if min_size is None else int(min_size)
 
     def analyse(window):
-        values = probability[window]
+        values = np.asarray(probability[window], np.float32)
         window_mask, window_threshold = threshold(values)
-        window_labels = labels_from_mask(window_mask, values, diameter=diameter, exclude_border=False, **options)
-        components = component_labels(window_labels > 0)
-        component_of = np.zeros(int(window_labels.max()) + 1, np.int32)
-        component_of[window_labels.ravel()] = components.ravel()
-        return components, (window_labels, component_of, window_mask, window_threshold)
+        found = objects_from_mask(window_mask, values, diameter, min_size=min_size, **options)
+        return found.components, (found.object_pixels(), found.component_of, window_mask, window_threshold)
 
     # how far a window side reaches: the adaptive threshold, the two smoothings of the watershed surface
     context = threshold.reach + 2 * _gaussian_radius(diameter / 20.0) + _gaussian_radius(1.0) + 3
     next_id = 1
     for part in iter_components(probability.shape, analyse, lambda h, w: np.maximum(h, w) + context,
                                 block_side=block_side, halo=4 * math.ceil(diameter) + context, workers=workers):
-        window_labels, component_of, window_mask, window_threshold = part.extra
+        objects, component_of, window_mask, window_threshold = part.extra
         if cores is not None:
             cores.add(part, window_mask, window_threshold)
-        next_id = _write_objects(labels, part, window_labels, component_of, exclude_border, next_id)
+        next_id = _write_objects(labels, part, objects, component_of, exclude_border, next_id)
 
 
-def _write_objects(labels, part, window_labels, component_of, exclude_border, next_id):
+def _write_objects(labels, part, objects, component_of, exclude_border, next_id):
     """Copy the objects of a part's handed-out components into the image's labels with new ids; the next id.
 
-    ``component_of[label]`` is the component (of ``part.components``) that holds each object of `window_labels`.
+    `objects` holds the flat indices of the window's object pixels and their labels; ``component_of[label]`` is
+    the component (of ``part.components``) that holds each object.
     """
     if len(part.ids) == 0:
         return next_id
@@ -263,26 +262,32 @@ def _write_objects(labels, part, window_labels, component_of, exclude_border, ne
     owned[part.ids] = True
     keep = owned[component_of]
     keep[0] = False
+    flat, ids = objects
+    window_width = part.window[1].stop - part.window[1].start
     if exclude_border:
-        keep[_image_border_objects(window_labels, part.window, labels.shape)] = False
+        keep[_image_border_objects(flat, ids, window_width, part.window, labels.shape)] = False
     new_ids = np.where(keep, np.cumsum(keep) + (next_id - 1), 0).astype(labels.dtype)
-    values = new_ids[window_labels]
-    np.copyto(labels[part.window], values, where=values > 0)
+    written = keep[ids]
+    rows, columns = np.divmod(flat[written], window_width)
+    labels.ravel()[(rows + part.window[0].start) * labels.shape[1] + columns + part.window[1].start] = \
+        new_ids[ids[written]]
     return next_id + int(keep.sum())
 
 
-def _image_border_objects(window_labels, window, shape):
-    """Labels of a window's objects that touch the image border."""
-    edges = []
+def _image_border_objects(flat, ids, window_width, window, shape):
+    """Labels of a window's objects (pixels at flat indices `flat` of the window, labels `ids`) that touch the
+    image border."""
+    rows, columns = np.divmod(flat, window_width)
+    on_border = np.zeros(len(flat), bool)
     if window[0].start == 0:
-        edges.append(window_labels[0])
+        on_border |= rows == 0
     if window[0].stop == shape[0]:
-        edges.append(window_labels[-1])
+        on_border |= rows == window[0].stop - window[0].start - 1
     if window[1].start == 0:
-        edges.append(window_labels[:, 0])
+        on_border |= columns == 0
     if window[1].stop == shape[1]:
-        edges.append(window_labels[:, -1])
-    return np.unique(np.concatenate(edges)) if edges else np.zeros(0, np.int64)
+        on_border |= columns == window_width - 1
+    return np.unique(ids[on_border])
 
 
 def _relative(region, window):

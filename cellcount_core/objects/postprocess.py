@@ -12,22 +12,26 @@ Splitting follows each component's own shape, so that a wrong diameter cannot cu
   by the h-maxima of that surface (peaks separated by a saddle at least ``h`` deep, where ``h`` grows with the
   diameter and with the component's own size) that are also the highest point within a quarter of the diameter.
 
-The work is done with OpenCV's connected components and distance transform on the whole mask, and on the bounding
-box of each component that needs splitting (a few per cent of them), never on the whole image in float64.
+The whole mask is labelled, flood-filled and distance-transformed once each with OpenCV; everything measured per
+component is summed over its pixels alone (`components.ComponentPixels`: cells cover a few per cent of a map);
+the components that may need splitting (a few per cent of them) are worked on their bounding boxes, with OpenCV's
+h-maxima (`maxima`). No whole-image float64 array and no per-object Python work for the common cell.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
-from cellcount_core.objects.components import component_labels, fill_mask_holes, label_components
+from cellcount_core.objects.components import (ComponentPixels, component_labels, fill_mask_holes,
+                                               fill_small_holes)
 from cellcount_core.objects.diameter import check_mask_inputs, estimate_diameter
+from cellcount_core.objects.maxima import h_maxima, peak_positions
 
-__all__ = ["default_min_size", "labels_from_mask",
+__all__ = ["MaskObjects", "default_min_size", "labels_from_mask", "objects_from_mask",
            "remove_objects_outside_diameter"]
 
 #: A component whose area is at most this multiple of its inscribed disk's area is one cell (a disk gives 1, an
@@ -63,47 +67,12 @@ def default_min_size(diameter: float) -> int:
     return max(1, int(round(np.pi * diameter**2 / 16.0)))
 
 
-def _off_the_border(labels: np.ndarray) -> np.ndarray:
-    """Which labels 0..n keep off the image border (indexed by label; 0 never)."""
-    inside = np.ones(int(labels.max()) + 1, bool)
-    inside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
-    inside[0] = False
-    return inside
-
-
 def _keep(components: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The components whose entry in `keep` (indexed by label, 0 ignored) is True, renumbered 1..n in order."""
     keep = keep.copy()
     keep[0] = False
     new_ids = np.where(keep, np.cumsum(keep), 0).astype(np.int32)
-    return new_ids[components]
-
-
-def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
-    """`skimage.morphology.remove_small_holes`: background components of fewer than `max_area` pixels become
-    foreground (those touching the image border too)."""
-    background = component_labels(~mask)
-    small = np.bincount(background.ravel()) < max_area
-    small[0] = False  # label 0 is the foreground
-    return mask | small[background]
-
-
-def _inscribed_radii(distance: np.ndarray, components: np.ndarray, n: int) -> np.ndarray:
-    """The largest distance-transform value of each component 1..n (index 0 unused)."""
-    radii = np.zeros(n + 1, np.float32)
-    np.maximum.at(radii, components.ravel(), distance.ravel())
-    return radii
-
-
-def _dips_inside(probability: np.ndarray, distance: np.ndarray, components: np.ndarray, n: int) -> np.ndarray:
-    """Components 0..n whose probability falls below `_CONVEX_VALLEY` of its maximum somewhere inside them (more
-    than `_INSIDE` pixels from their outline): where the network may draw a border across a compact cell."""
-    inside = distance > _INSIDE
-    ids, values = components[inside], probability[inside]
-    high, low = np.zeros(n + 1, np.float32), np.ones(n + 1, np.float32)
-    np.maximum.at(high, ids, values)
-    np.minimum.at(low, ids, values)
-    return low < _CONVEX_VALLEY * high
+    return np.take(new_ids, components)
 
 
 def _smoothed(values: np.ndarray, sigma: float) -> np.ndarray:
@@ -132,8 +101,8 @@ def _is_convex(filled: np.ndarray, inscribed_radius: float) -> bool:
 class _Splitter:
     """Splits one component at a time on its bounding box, with the surface's smoothing and seed depths."""
 
-    def __init__(self, components, stats, probability, diameter, min_size):
-        self.components, self.stats, self.probability, self.min_size = components, stats, probability, min_size
+    def __init__(self, components, boxes, probability, diameter, min_size):
+        self.components, self.boxes, self.probability, self.min_size = components, boxes, probability, min_size
         self.distance_sigma = diameter / 20.0
         self.pad = int(4.0 * max(self.distance_sigma, 1.0) + 0.5) + 1
         self.h_diameter = _H_PER_DIAMETER * diameter
@@ -141,10 +110,10 @@ class _Splitter:
 
     def crop(self, index):
         """The padded bounding box of a component, within the image, as (rows, columns) slices."""
-        x, y, w, h = self.stats[index, :4]
+        top, bottom, left, right = self.boxes[index]
         height, width = self.components.shape
-        return (slice(max(y - self.pad, 0), min(y + h + self.pad, height)),
-                slice(max(x - self.pad, 0), min(x + w + self.pad, width)))
+        return (slice(max(top - self.pad, 0), min(bottom + self.pad, height)),
+                slice(max(left - self.pad, 0), min(right + self.pad, width)))
 
     def pieces(self, index, inscribed_radius, dips):
         """The component's cells as a labelled crop (1..k), with the crop's slices; None if it is one cell.
@@ -176,16 +145,15 @@ class _Splitter:
         """Watershed markers (int32, 0 elsewhere): the surface's h-maxima plateaus of the given depth whose peak
         is also the highest point closer than `min_distance` (in rows and columns), as in
         `skimage.feature.peak_local_max`."""
-        count, plateaus = cv2.connectedComponents((_h_maxima(surface, depth) & member).view(np.uint8),
-                                                  connectivity=8)
+        count, plateaus = cv2.connectedComponents((h_maxima(surface, depth) & member).view(np.uint8),
+                                                  connectivity=8, ltype=cv2.CV_32S)
         if count < 3:
             return plateaus
-        index = np.arange(1, count)
-        peaks = tuple(np.array(ndi.maximum_position(surface, plateaus, index)).T)
+        peaks = peak_positions(surface, plateaus, count)
         window = np.ones((2 * self.min_distance - 1,) * 2, np.uint8)
         highest = cv2.dilate(surface, window, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         spaced = np.zeros(count, bool)
-        spaced[index] = surface[peaks] >= highest[peaks]
+        spaced[1:] = surface[peaks] >= highest[peaks]
         return np.where(spaced[plateaus], plateaus, 0)
 
 
@@ -204,27 +172,90 @@ def _merge_small_pieces(pieces: np.ndarray, min_size: int) -> np.ndarray:
         pieces[pieces == piece] = np.bincount(pieces[ring]).argmax() if ring.any() else 0
 
 
-def _h_maxima(surface: np.ndarray, depth: float) -> np.ndarray:
-    """The h-maxima of a surface: plateaus of its reconstruction from ``surface - depth`` (bool); peaks closer to
-    each other than `depth` (in height, through their saddle) share one plateau."""
-    floor = reconstruction(surface - depth, surface, method="dilation")
-    return local_maxima(floor, connectivity=2, allow_borders=True)
+@dataclass
+class MaskObjects:
+    """The objects of a mask and the connected components they were cut from.
+
+    Attributes
+    ----------
+    labels : (H, W) int32 array
+        Object labels, 0 background; ids may skip numbers (removed specks).
+    components : ComponentPixels
+        The foreground's 4-connected components (specks removed, enclosed holes not filled); an unsplit object
+        keeps its component's id, the pieces of a split one get ids above every component's.
+    component_of : 1-D int array
+        The component of each object id (0 for 0).
+    filled_holes : 1-D int array
+        Flat indices of the enclosed holes' pixels given to the object around them.
+    """
+
+    labels: np.ndarray
+    components: ComponentPixels
+    component_of: np.ndarray
+    filled_holes: np.ndarray
+
+    def object_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of every object pixel (not in raster order) and their labels."""
+        flat = np.concatenate([self.components.flat, self.filled_holes])
+        return flat, self.labels.ravel()[flat]
 
 
-def _split(components: np.ndarray, stats: np.ndarray, probability: np.ndarray | None, diameter: float,
-           min_size: int) -> np.ndarray:
-    """Split the components that are neither compact nor convex (see the module's notes); labels 1..n."""
-    n = len(stats) - 1
+def objects_from_mask(mask: np.ndarray, probability: np.ndarray | None, diameter: float, *, min_size: int,
+                      fill_holes: bool = True, split_touching: bool = True) -> MaskObjects:
+    """`labels_from_mask` without its checks, border option and renumbering, with the components kept (for
+    `large_images`). `mask` is a bool array with some foreground, `probability` float32 or None."""
+    holes_left = False
+    if fill_holes:
+        # specks of holes before splitting; filling the gaps between touching cells would merge them
+        mask, holes_left = fill_small_holes(mask, max(1, int(np.pi * diameter**2 / 64.0)))
+    components = component_labels(mask)
+    pixels = ComponentPixels.of(components)
+    areas = np.bincount(pixels.ids, minlength=pixels.count)
+    small = areas < min_size
+    small[0] = False
+    if small.any():
+        components.ravel()[pixels.flat[small[pixels.ids]]] = 0
+        pixels = ComponentPixels(components, pixels.count, *_without(pixels, small))
+        areas[small] = 0
+    labels, component_of = components, np.arange(pixels.count)
+    if split_touching and len(pixels.flat):
+        labels, component_of = _split(pixels, areas, probability, diameter, min_size)
+    filled_holes = np.zeros(0, np.int64)
+    if holes_left:  # removing specks opens no new hole: they lie in the background or in a hole left
+        labels, filled_holes = _fill_enclosed_holes(labels, np.pi * diameter**2 / 4.0)
+    return MaskObjects(labels, pixels, component_of, filled_holes)
+
+
+def _without(pixels: ComponentPixels, dropped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat indices and ids of the pixels whose label is not `dropped` (indexed by label)."""
+    kept = ~dropped[pixels.ids]
+    return pixels.flat[kept], pixels.ids[kept]
+
+
+def _split(pixels: ComponentPixels, areas: np.ndarray, probability: np.ndarray | None, diameter: float,
+           min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the components that are neither compact nor convex (see the module's notes): labels, with the pieces
+    numbered after the components, and the component of each label."""
+    components = pixels.labels
     # OpenCV's 5 x 5 chamfer distance: within 2 % of the exact one, enough to tell compact shapes, 7 times faster
-    distance = cv2.distanceTransform((components > 0).view(np.uint8), cv2.DIST_L2, 5)
-    radii = _inscribed_radii(distance, components, n)
-    areas = stats[:, cv2.CC_STAT_AREA]
-    dips = np.zeros(n + 1, bool) if probability is None else _dips_inside(probability, distance, components, n)
-    del distance
+    distance = pixels.values(cv2.distanceTransform((components > 0).view(np.uint8), cv2.DIST_L2, 5))
+    radii = pixels.maxima(distance)
+    dips = np.zeros(pixels.count, bool)
+    if probability is not None:
+        # where the network may draw a border across a compact cell: its probability falls below
+        # `_CONVEX_VALLEY` of its maximum more than `_INSIDE` pixels from its outline
+        inside, values = distance > _INSIDE, pixels.values(probability)
+        dips = pixels.minima(values, inside, 1.0) < _CONVEX_VALLEY * pixels.maxima(values, inside)
     candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * radii**2) | dips)
     candidates = candidates[candidates > 0]
-    splitter = _Splitter(components, stats, probability, diameter, min_size)
-    labels, next_id = components, n + 1
+    labels, component_of = components, [np.arange(pixels.count)]
+    if len(candidates) == 0:
+        return labels, component_of[0]
+    chosen = np.zeros(pixels.count, bool)
+    chosen[candidates] = True
+    boxes, _ = pixels.boxes(chosen[pixels.ids])
+    splitter = _Splitter(components, boxes, probability, diameter, min_size)
+    next_id = pixels.count
     for index in candidates:
         found = splitter.pieces(index, float(radii[index]), bool(dips[index]))
         if found is None:
@@ -234,28 +265,32 @@ def _split(components: np.ndarray, stats: np.ndarray, probability: np.ndarray | 
             labels = components.copy()
         extra = pieces > 1  # piece 1 keeps the component's label
         labels[box][extra] = pieces[extra] + (next_id - 2)
-        next_id += int(pieces.max()) - 1
-    return labels
+        added = int(pieces.max()) - 1
+        component_of.append(np.full(added, index))
+        next_id += added
+    return labels, np.concatenate(component_of)
 
 
-def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> np.ndarray:
-    """Give each background hole of at most max_area pixels that one object alone encloses to that object."""
-    holes = component_labels(labels == 0)
-    inner = _off_the_border(holes) & (np.bincount(holes.ravel()) <= max_area)
-    if not inner.any():
-        return labels
-    # the objects around each candidate hole: object pixels next to it (the largest hole id among their neighbours)
-    candidates = np.where(inner[holes], holes, 0).astype(np.float32)  # exact below 2**24 holes
-    touching = cv2.dilate(candidates, np.ones((3, 3), np.uint8)).astype(np.int32)
-    beside = (touching > 0) & (labels > 0)
-    around, owner_ids = touching[beside], labels[beside]
-    low = np.full(len(inner), np.iinfo(np.int32).max, np.int64)
-    high = np.zeros(len(inner), np.int64)
-    np.minimum.at(low, around, owner_ids)
-    np.maximum.at(high, around, owner_ids)
-    owner = np.where(inner & (low == high), high, 0).astype(labels.dtype)
-    owner[0] = 0
-    return np.where(labels > 0, labels, owner[holes])
+def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> tuple[np.ndarray, np.ndarray]:
+    """Give each background hole of at most max_area pixels that only one object touches (in its 8 neighbours)
+    to that object; the labels and the flat indices of the pixels filled."""
+    holes = fill_mask_holes(labels > 0).view(bool) & (labels == 0)
+    found = ComponentPixels.of(component_labels(holes))
+    small = np.bincount(found.ids, minlength=found.count) <= max_area
+    flat, ids = _without(found, ~small)
+    # an enclosed hole never reaches the image border, so its pixels' 8 neighbours lie inside the image
+    width = labels.shape[1]
+    steps = np.array([-width - 1, -width, -width + 1, -1, 1, width - 1, width, width + 1])
+    around = labels.ravel()[flat[:, None] + steps]
+    owner_low = np.full(found.count, np.iinfo(np.int32).max, np.int64)
+    owner_high = np.zeros(found.count, np.int64)
+    np.minimum.at(owner_low, np.repeat(ids, 8), np.where(around > 0, around, np.iinfo(np.int32).max).ravel())
+    np.maximum.at(owner_high, np.repeat(ids, 8), around.ravel())
+    owner = np.where(owner_low == owner_high, owner_high, 0).astype(labels.dtype)
+    given = owner[ids] > 0
+    filled = labels.copy()
+    filled.ravel()[flat[given]] = owner[ids[given]]
+    return filled, flat[given]
 
 
 def _without_border_objects(labels: np.ndarray) -> np.ndarray:
@@ -324,22 +359,12 @@ def labels_from_mask(
         diameter = estimate_diameter(mask, probability)
     if not mask.any() or diameter == 0:
         return np.zeros(mask.shape, np.int32)
-    if fill_holes:
-        # specks of holes before splitting; filling the gaps between touching cells would merge them
-        mask = _fill_small_holes(mask, max(1, int(np.pi * diameter**2 / 64.0)))
-    components, stats = label_components(mask)
-    del mask
     min_size = default_min_size(diameter) if min_size is None else int(min_size)
-    large = stats[:, cv2.CC_STAT_AREA] >= min_size
-    if not large[1:].all():
-        components = _keep(components, large)
-        stats = np.concatenate([stats[:1], stats[1:][large[1:]]])
-    labels = _split(components, stats, probability, diameter, min_size) if split_touching else components
-    if fill_holes:
-        labels = _fill_enclosed_holes(labels, np.pi * diameter**2 / 4.0)
-    if exclude_border:  # the only step that leaves gaps in the ids 1..n
-        labels = _sequential(_without_border_objects(labels))
-    return labels
+    labels = objects_from_mask(mask, probability, diameter, min_size=min_size, fill_holes=fill_holes,
+                               split_touching=split_touching).labels
+    if exclude_border:
+        labels = _without_border_objects(labels)
+    return _sequential(labels)
 
 
 def remove_objects_outside_diameter(labels: np.ndarray, min_diameter: float, max_diameter: float) -> np.ndarray:
