@@ -31,7 +31,7 @@ CATEGORY = "DeepCount"
 class DeepCount(ModelSettings, Module):
     module_name = "DeepCount"
     category = "Measurement"
-    variable_revision_number = 2
+    variable_revision_number = 3
     model_kind = "counter"
     default_model = DEFAULT_COUNTER
 
@@ -48,7 +48,8 @@ class DeepCount(ModelSettings, Module):
         self.create_model_settings()
 
     def settings(self):
-        return [self.x_name, self.count_name] + self.model_settings() + self.cell_size_settings()
+        return ([self.x_name, self.count_name] + self.model_settings() + self.cell_size_settings()
+                + self.tiling_settings())
 
     def visible_settings(self):
         return [self.x_name, self.count_name] + self.visible_model_settings() + self.visible_cell_size_settings()
@@ -64,8 +65,8 @@ class DeepCount(ModelSettings, Module):
         card = self.model_card()
         check_image(image.pixel_data, source=f"image '{self.x_name.value}'", masks_allowed=card.input == "mask")
         count, _ = predict_count_at_cell_scale(
-            image.pixel_data, model=self.model_path(), device=self.device.value, tile_size=self.tile_size.value,
-            cell_size=self.cell_size(),
+            image.pixel_data, model=self.model_path(), device=self.device.value, cell_size=self.cell_size(),
+            **self.tiling(),
         )
         workspace.measurements.add_image_measurement(self.count_feature(), float(count))
         if self.show_window:

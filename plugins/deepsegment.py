@@ -40,7 +40,7 @@ SCALE_FACTOR = "ScaleFactor"
 class DeepSegment(ModelSettings, ImageProcessing):
     module_name = "DeepSegment"
     category = "Image Processing"
-    variable_revision_number = 2
+    variable_revision_number = 3
     model_kind = "segmenter"
     default_model = DEFAULT_SEGMENTER
 
@@ -54,15 +54,17 @@ class DeepSegment(ModelSettings, ImageProcessing):
             "Tiles per batch",
             4,
             minval=1,
-            doc="How many tiles go through the network at once. More is faster on a GPU and needs more memory.",
+            doc="""\
+How many tiles go through the network at once, for the manual tiling. More is faster on a GPU and
+needs more memory.""",
         )
 
     def settings(self):
-        return [self.x_name, self.y_name] + self.model_settings() + [self.batch_size] + self.cell_size_settings()
+        return ([self.x_name, self.y_name] + self.model_settings() + [self.batch_size] + self.cell_size_settings()
+                + self.tiling_settings())
 
     def visible_settings(self):
-        return ([self.x_name, self.y_name] + self.visible_model_settings() + [self.batch_size]
-                + self.visible_cell_size_settings())
+        return [self.x_name, self.y_name] + self.visible_model_settings() + self.visible_cell_size_settings()
 
     @names_image_set
     def run(self, workspace):
@@ -81,9 +83,8 @@ class DeepSegment(ModelSettings, ImageProcessing):
             image.pixel_data,
             model=self.model_path(),
             device=self.device.value,
-            tile_size=self.tile_size.value,
-            batch_size=self.batch_size.value,
             cell_size=self.cell_size(),
+            **self.tiling(),
         )
         workspace.image_set.add(self.y_name.value, Image(probability, parent_image=image, convert=False))
         workspace.measurements.add_image_measurement(

@@ -140,36 +140,90 @@ def test_settings_survive_a_save_and_load(cellprofiler, tmp_path):
     assert [s.value_text for s in copy.settings()] == [s.value_text for s in module.settings()]
 
 
-def _as_revision_1(pipeline_text):
-    """A shipped pipeline as it was saved before the cell-size settings (DeepSegment/DeepCount revision 1)."""
+#: Settings each revision of DeepSegment and DeepCount added, by the label they are saved under.
+ADDED_IN_REVISION = {
+    2: ("Bring the cells to the model's size:", "Typical cell diameter (pixels):"),
+    3: ("Tile size and tiles per batch:",),
+}
+
+
+def _as_revision(pipeline_text, revision, tile_size="512"):
+    """A shipped pipeline as it was saved by DeepSegment/DeepCount revision `revision`, with this tile size."""
+    dropped = tuple(label for added, labels in ADDED_IN_REVISION.items() if added > revision for label in labels)
     lines = []
     for line in pipeline_text.splitlines():
         if line.startswith(("DeepSegment:[", "DeepCount:[")):
-            line = line.replace("variable_revision_number:2", "variable_revision_number:1")
-        if line.strip().startswith(("Bring the cells to the model's size:", "Typical cell diameter (pixels):")):
+            line = line.replace("variable_revision_number:3", f"variable_revision_number:{revision}")
+        if line.strip().startswith(dropped):
             continue
-        lines.append(line)
+        lines.append(line.replace("Tile size (pixels):512", f"Tile size (pixels):{tile_size}"))
     return "\n".join(lines) + "\n"
 
 
-def test_revision_1_pipelines_load_with_automatic_cell_size(cellprofiler):
+def _load_deep_modules(text):
+    """DeepSegment and DeepCount of a pipeline text, loaded (and upgraded) by CellProfiler."""
     import io
 
     from cellprofiler_core.pipeline import Pipeline
 
+    pipeline = Pipeline()
+    pipeline.load(io.StringIO(text))
+    return {m.module_name: m for m in pipeline.modules() if m.module_name in ("DeepSegment", "DeepCount")}
+
+
+def _shipped_pipeline_text():
     from pathlib import Path
 
     from cellcount_cellprofiler.pipeline_loading import read_pipeline_text
 
-    repo = Path(__file__).resolve().parents[1]
-    text = _as_revision_1(read_pipeline_text(repo / "pipelines" / "compare_counts.cppipe"))
-    assert "variable_revision_number:1" in text and "Bring the cells" not in text
-    pipeline = Pipeline()
-    pipeline.load(io.StringIO(text))
-    upgraded = [m for m in pipeline.modules() if m.module_name in ("DeepSegment", "DeepCount")]
-    assert len(upgraded) == 2
-    for module in upgraded:
+    return read_pipeline_text(Path(__file__).resolve().parents[1] / "pipelines" / "compare_counts.cppipe")
+
+
+def test_shipped_pipelines_tile_automatically(cellprofiler):
+    text = _shipped_pipeline_text()
+    assert text.count("variable_revision_number:3") >= 2  # DeepSegment and DeepCount at the current revision
+    for module in _load_deep_modules(text).values():
+        assert module.tiling() == {"tile_size": "auto", "batch_size": None}
+        assert module.tile_size not in module.visible_settings()
+
+
+def test_revision_1_pipelines_load_with_automatic_cell_size_and_their_tile_size(cellprofiler):
+    text = _as_revision(_shipped_pipeline_text(), 1)
+    assert "variable_revision_number:1" in text and "Bring the cells" not in text and "tiles per batch:" not in text
+    modules = _load_deep_modules(text)
+    assert len(modules) == 2
+    for module in modules.values():
         assert module.cell_size_mode.value == "Automatic" and module.cell_size() == "auto"
+        assert module.tiling()["tile_size"] == 512
+
+
+def test_revision_2_pipelines_keep_their_tile_and_batch_size(cellprofiler):
+    text = _as_revision(_shipped_pipeline_text(), 2, tile_size="768")
+    assert "variable_revision_number:2" in text and "Tile size and tiles per batch" not in text
+    modules = _load_deep_modules(text)
+    assert modules["DeepSegment"].tiling() == {"tile_size": 768, "batch_size": 4}
+    assert modules["DeepCount"].tiling() == {"tile_size": 768, "batch_size": None}  # DeepCount has no batch setting
+    for module in modules.values():
+        assert module.tiling_mode.value == "Manual" and module.tile_size in module.visible_settings()
+        assert module.cell_size_mode.value == "Automatic"
+
+
+def test_deepsegment_runs_with_the_tiling_it_is_given(cellprofiler, tiny_segmenter, monkeypatch):
+    import cellcount_core.running.inference as inference
+
+    calls = []
+    run_network = inference.predict_probability
+    monkeypatch.setattr(inference, "predict_probability",
+                        lambda *args, **options: calls.append(options) or run_network(*args, **options))
+    module = instantiate("DeepSegment", x_name="DNA", y_name="Probability", cell_size_mode="Off")
+    use_custom_model(module, tiny_segmenter)
+    pixels = np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    module.run(single_image_workspace(module, {"DNA": pixels}))
+    module.tiling_mode.value = "Manual"
+    module.tile_size.value, module.batch_size.value = 96, 2
+    assert module.batch_size in module.visible_settings()
+    module.run(single_image_workspace(module, {"DNA": pixels}))
+    assert [(c["tile_size"], c["batch_size"]) for c in calls] == [("auto", None), (96, 2)]
 
 
 def test_deepsegment_manual_cell_size_resizes_and_records_the_factor(cellprofiler):
