@@ -43,6 +43,7 @@ def test_images_the_networks_cannot_take_are_named_with_the_module(cellprofiler,
 def test_impossible_settings_are_named_by_the_check(cellprofiler, tmp_path, tiny_segmenter, tiny_counter):
     text = deep_pipeline_text(tiny_segmenter, tiny_counter, threshold_method="Manual", manual_threshold=1.5)
     text = text.replace("Tile size (pixels):512", "Tile size (pixels):8", 1)
+    text = text.replace("Tile size and tiles per batch:Automatic", "Tile size and tiles per batch:Manual", 1)
     problems = {(finding.module_name, finding.message) for finding in check(text, tmp_path).setting_problems}
     assert problems == {("DeepSegment", 'setting "Tile size (pixels)": Must be at least 64, was 8'),
                         ("DeepThreshold", 'setting "Manual threshold": Must be at most 1.0, was 1.5')}
