@@ -13,6 +13,7 @@ from skimage.filters import threshold_otsu
 
 from cellcount_core.objects import large_images
 from cellcount_core.objects.blockwise import iter_components
+from cellcount_core.objects.components import ComponentPixels
 from cellcount_core.objects.large_images import labels_in_blocks, otsu_in_chunks
 from cellcount_core.objects.segmentation import labels_from_probability
 from cellcount_core.images.synthetic import ideal_probability, synthetic_cells
@@ -38,11 +39,13 @@ def test_iter_components_hands_out_each_component_once_even_across_many_blocks()
     mask[150:153, 20:200] = True
     expected, n = ndi.label(mask)
 
-    def analyse(window):
-        return ndi.label(mask[window])[0], None
+    def analyse(window, wanted):
+        pixels = ComponentPixels.of(ndi.label(mask[window])[0])
+        return pixels, wanted(pixels)
 
     found, handed_out = np.zeros(mask.shape, int), 0
     for part in iter_components(mask.shape, analyse, lambda h, w: 1, block_side=40, halo=8):
+        assert set(part.ids.tolist()) <= set(np.flatnonzero(part.extra).tolist()), "handed out but not wanted"
         for index in part.ids:
             pixels = part.components == index
             assert not found[part.window][pixels].any(), "a component was handed out twice"
@@ -55,7 +58,7 @@ def test_iter_components_hands_out_each_component_once_even_across_many_blocks()
 def test_iter_components_gives_the_same_parts_with_any_number_of_threads(workers):
     mask = ndi.binary_dilation(np.random.default_rng(1).random((200, 230)) > 0.99, iterations=2)
 
-    def analyse(window):
+    def analyse(window, wanted):
         return ndi.label(mask[window])[0], window
 
     parts = [(part.window, part.core, part.extra, part.ids.tolist())
@@ -67,7 +70,6 @@ def test_iter_components_gives_the_same_parts_with_any_number_of_threads(workers
 
 
 def test_component_diameters_equal_scipys_measurements(crowded):
-    from cellcount_core.objects.components import ComponentPixels
     from cellcount_core.objects.diameter import component_diameters
 
     _, probability = crowded

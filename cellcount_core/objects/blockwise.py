@@ -65,7 +65,7 @@ class Part:
 
 def iter_components(
     shape: tuple[int, int],
-    analyse: Callable[[tuple], tuple[np.ndarray | ComponentPixels, Any]],
+    analyse: Callable[[tuple, Callable], tuple[np.ndarray | ComponentPixels, Any]],
     margin: Callable[[int, int], int],
     *,
     block_side: int = 2048,
@@ -79,10 +79,12 @@ def iter_components(
     shape : (int, int)
         Image height and width.
     analyse : callable
-        ``analyse(window) -> (components, extra)`` for a window (rows, columns) of the image: its connected
-        components labelled 1..n (int array of the window's shape, or its `components.ComponentPixels` when the
-        caller has them), and anything else the caller needs.
-        Pixels at least `halo` from the window's cut sides must be labelled as in the whole image.
+        ``analyse(window, wanted) -> (components, extra)`` for a window (rows, columns) of the image: its
+        connected components labelled 1..n (int array of the window's shape, or its `components.ComponentPixels`
+        when the caller has them), and anything else the caller needs. Pixels at least `halo` from the window's
+        cut sides must be labelled as in the whole image. ``wanted(pixels)``, called (at most once) with the
+        `ComponentPixels` that `analyse` will return, gives the components that may be handed out from this
+        window (bool, indexed by label): `analyse` may skip work on the others.
     margin : callable
         ``margin(height, width) -> int``: the distance from a window's cut sides beyond which a component with
         a bounding box of that size is computed as in the whole image; called with arrays of heights and widths
@@ -110,10 +112,22 @@ def iter_components(
                for tile in plan.tiles]
     handed_out = set()  # anchors of the components handed out so far
 
-    def survey(window):
-        return _Survey(window, *analyse(window), shape, margin)
+    def survey(window_and_core):
+        window, core = window_and_core
+        measured = []
 
-    for tile, found in zip(plan.tiles, _in_threads(survey, windows, workers)):
+        def wanted(pixels):
+            measured.append(_Survey(window, pixels, shape, margin))
+            return measured[-1].handed_out_from(core)
+
+        components, extra = analyse(window, wanted)
+        found = measured[-1] if measured and measured[-1].pixels is components else \
+            _Survey(window, components, shape, margin)
+        found.extra = extra
+        return found
+
+    blocks = [(window, tile.dest) for window, tile in zip(windows, plan.tiles)]
+    for tile, found in zip(plan.tiles, _in_threads(survey, blocks, workers)):
         ids = []
         candidates = found.exact & _inside(found.anchors, tile.dest)
         for index, anchor in zip(found.labels[candidates].tolist(), map(tuple, found.anchors[candidates].tolist())):
@@ -129,21 +143,28 @@ def iter_components(
 
 
 class _Survey:
-    """An analysed window with, for each of its components, its box, exactness and anchor (arrays, one row each).
+    """A window's components with, for each, its box, exactness and anchor (arrays, one row each), and what
+    `analyse` returned besides (``extra``).
 
     Computed in the worker threads, so that the caller's thread only does the bookkeeping.
     """
 
-    def __init__(self, window, components, extra, shape, margin):
-        pixels = components if isinstance(components, ComponentPixels) else ComponentPixels.of(components)
-        self.window, self.components, self.extra = window, pixels.labels, extra
-        boxes, first = pixels.boxes()
+    def __init__(self, window, components, shape, margin):
+        self.pixels = components if isinstance(components, ComponentPixels) else ComponentPixels.of(components)
+        self.window, self.components, self.extra = window, self.pixels.labels, None
+        boxes, first = self.pixels.boxes()
         self.labels = np.flatnonzero(first >= 0)
         #: window-relative boxes: first row, row stop, first column, column stop
         self.boxes = boxes[self.labels]
         offset = np.array([window[0].start, window[0].start, window[1].start, window[1].start])
         self.exact = _exact(self.boxes + offset, window, shape, margin)
-        self.anchors = np.stack(np.divmod(first[self.labels], pixels.labels.shape[1]), axis=1) + offset[1:3]
+        self.anchors = np.stack(np.divmod(first[self.labels], self.components.shape[1]), axis=1) + offset[1:3]
+
+    def handed_out_from(self, core):
+        """Which components (bool, by label) are exact here and anchored in `core`."""
+        chosen = np.zeros(self.pixels.count, bool)
+        chosen[self.labels[self.exact & _inside(self.anchors, core)]] = True
+        return chosen
 
 
 def _in_threads(function, items, workers):
@@ -228,7 +249,7 @@ def _resolve(seed_pixels, analyse, shape, margin, handed_out):
 def _exact_component_at(seed, window, analyse, shape, margin):
     """Analyse windows grown from `window` until the component at `seed` is exact in one; its window and label."""
     while True:
-        components, extra = analyse(window)
+        components, extra = analyse(window, lambda pixels: _exact_at(seed, pixels, window, shape, margin))
         if isinstance(components, ComponentPixels):
             components = components.labels
         index = int(components[seed[0] - window[0].start, seed[1] - window[1].start])
@@ -239,6 +260,17 @@ def _exact_component_at(seed, window, analyse, shape, margin):
         if _exact(box, window, shape, margin)[0]:
             return window, components, extra, index
         window = _grown(box[0], window, shape, margin)
+
+
+def _exact_at(seed, pixels, window, shape, margin):
+    """The component at an image pixel, if it is exact in the window (bool, by label; all False otherwise)."""
+    chosen = np.zeros(pixels.count, bool)
+    index = int(pixels.labels[seed[0] - window[0].start, seed[1] - window[1].start])
+    if index:
+        box = _box_and_anchor(pixels.labels, index)[0] + [window[0].start, window[0].start, window[1].start,
+                                                            window[1].start]
+        chosen[index] = _exact(box, window, shape, margin)[0]
+    return chosen
 
 
 def _grown(box, window, shape, margin):

@@ -67,7 +67,8 @@ def estimate_diameter(mask: np.ndarray, probability: np.ndarray | None = None) -
     return diameter_from_components(equivalent[1:], inscribed[1:])
 
 
-def component_diameters(pixels: ComponentPixels, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def component_diameters(pixels: ComponentPixels, weights: np.ndarray | None,
+                        chosen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Equivalent-circle and inscribed diameters of every component of a hole-filled mask.
 
     Parameters
@@ -77,6 +78,8 @@ def component_diameters(pixels: ComponentPixels, weights: np.ndarray | None) -> 
         (:func:`cellcount_core.objects.components.component_labels`).
     weights : (H, W) array or None
         Pixel weights summed into each area (the probability map), or None to count pixels.
+    chosen : array of bool, optional
+        The labels to measure (default all); the inscribed diameter of the others is left at 1.
 
     Returns
     -------
@@ -84,15 +87,15 @@ def component_diameters(pixels: ComponentPixels, weights: np.ndarray | None) -> 
     """
     summed = None if weights is None else pixels.values(np.asarray(weights)).astype(float)
     areas = np.bincount(pixels.ids, weights=summed, minlength=pixels.count)
-    deepest = inscribed_radii(pixels)
+    deepest = inscribed_radii(pixels, chosen)
     # the distance to the nearest background pixel centre overshoots the radius by about half a pixel
     return np.sqrt(4.0 * areas / np.pi), np.maximum(2.0 * deepest.astype(float) - 1.0, 1.0)
 
 
-def inscribed_radii(pixels: ComponentPixels) -> np.ndarray:
-    """The largest exact Euclidean distance from a pixel of each component to the nearest pixel outside it,
-    indexed by label (0 and absent labels 0.0): OpenCV's precise distance transform of the whole mask, computed on
-    the components' boxes alone.
+def inscribed_radii(pixels: ComponentPixels, chosen: np.ndarray | None = None) -> np.ndarray:
+    """The largest exact Euclidean distance from a pixel of each component (each `chosen` one, bool by label) to
+    the nearest pixel outside it, indexed by label (0.0 for the others): OpenCV's precise distance transform of
+    the whole mask, computed on the components' boxes alone.
 
     A pixel's nearest pixel outside its 4-connected component is background and lies within the component's box
     grown by one pixel, so each box is copied with a blank margin into shelves of one small image (cells cover a
@@ -101,7 +104,7 @@ def inscribed_radii(pixels: ComponentPixels) -> np.ndarray:
     """
     labels = pixels.labels
     height, width = labels.shape
-    boxes, _ = pixels.boxes()
+    boxes, _ = pixels.boxes(None if chosen is None else chosen[pixels.ids])
     present = boxes[:, 1] > boxes[:, 0]
     on_border = present & ((boxes[:, 0] == 0) | (boxes[:, 1] == height) | (boxes[:, 2] == 0) | (boxes[:, 3] == width))
     radii = np.zeros(pixels.count, np.float32)

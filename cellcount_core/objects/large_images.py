@@ -28,12 +28,12 @@ from cellcount_core.objects.thresholds import THRESHOLD_METHODS, apply_threshold
 __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label_centroids", "labels_in_blocks",
            "otsu_in_chunks"]
 
-#: Side of the blocks' cores, in pixels: a block with its halo needs about 50 MB of work space, and blocks of
-#: this size ran about twice as fast as a whole 16-megapixel map (BENCHMARKS.md).
-BLOCK_SIDE = 1024
+#: Side of the blocks' cores, in pixels: a block with its halo needs about 200 MB of work space; 2048 ran 15 %
+#: faster than 1024 on a 10000 x 10000 map (less of the work is halo) (BENCHMARKS.md, section 5).
+BLOCK_SIDE = 2048
 #: Maps with more pixels than this (2048 x 2048) are post-processed in blocks by
 #: `segmentation.labels_from_probability`.
-LARGE_IMAGE_PIXELS = 4 * BLOCK_SIDE**2
+LARGE_IMAGE_PIXELS = 2048 * 2048
 #: Halo of the blocks that estimate the diameter (not known yet): clumps wider than about half of it are
 #: computed again on a grown window, which is exact but slower.
 _DIAMETER_HALO = 128
@@ -210,11 +210,12 @@ class _CoreRecord:
 def _estimate_diameter(probability, threshold, block_side, cores, workers):
     """`diameter.estimate_diameter` of the thresholded map, from the components of each block."""
 
-    def analyse(window):
+    def analyse(window, wanted):
         values = probability[window]
         window_mask, window_threshold = threshold(values)
         components = ComponentPixels.of(component_labels(fill_mask_holes(window_mask)))
-        return components, (component_diameters(components, values), window_mask, window_threshold)
+        return components, (component_diameters(components, values, wanted(components)), window_mask,
+                            window_threshold)
 
     equivalent, inscribed = [], []
     margin = threshold.reach + 3
@@ -233,10 +234,10 @@ def _label(labels, probability, threshold, diameter, block_side, cores, workers,
     """Write the objects of `postprocess.labels_from_mask` into `labels`, block by block; record the cores."""
     min_size = default_min_size(diameter) if min_size is None else int(min_size)
 
-    def analyse(window):
+    def analyse(window, wanted):
         values = np.asarray(probability[window], np.float32)
         window_mask, window_threshold = threshold(values)
-        found = objects_from_mask(window_mask, values, diameter, min_size=min_size, **options)
+        found = objects_from_mask(window_mask, values, diameter, min_size=min_size, wanted=wanted, **options)
         return found.components, (found.object_pixels(), found.component_of, window_mask, window_threshold)
 
     # how far a window side reaches: the adaptive threshold, the two smoothings of the watershed surface

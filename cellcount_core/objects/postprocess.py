@@ -21,6 +21,7 @@ h-maxima (`maxima`). No whole-image float64 array and no per-object Python work 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -201,9 +202,11 @@ class MaskObjects:
 
 
 def objects_from_mask(mask: np.ndarray, probability: np.ndarray | None, diameter: float, *, min_size: int,
-                      fill_holes: bool = True, split_touching: bool = True) -> MaskObjects:
+                      fill_holes: bool = True, split_touching: bool = True,
+                      wanted: Callable[[ComponentPixels], np.ndarray] | None = None) -> MaskObjects:
     """`labels_from_mask` without its checks, border option and renumbering, with the components kept (for
-    `large_images`). `mask` is a bool array with some foreground, `probability` float32 or None."""
+    `large_images`). `mask` is a bool array, `probability` float32 or None; ``wanted(components)``, if given,
+    says which components (bool, by label) to split: the others are left whole."""
     holes_left = False
     if fill_holes:
         # specks of holes before splitting; filling the gaps between touching cells would merge them
@@ -219,6 +222,8 @@ def objects_from_mask(mask: np.ndarray, probability: np.ndarray | None, diameter
         areas[small] = 0
     labels, component_of = components, np.arange(pixels.count)
     if split_touching and len(pixels.flat):
+        if wanted is not None:
+            areas = np.where(wanted(pixels), areas, 0)
         labels, component_of = _split(pixels, areas, probability, diameter, min_size)
     filled_holes = np.zeros(0, np.int64)
     if holes_left:  # removing specks opens no new hole: they lie in the background or in a hole left
@@ -234,8 +239,8 @@ def _without(pixels: ComponentPixels, dropped: np.ndarray) -> tuple[np.ndarray, 
 
 def _split(pixels: ComponentPixels, areas: np.ndarray, probability: np.ndarray | None, diameter: float,
            min_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split the components that are neither compact nor convex (see the module's notes): labels, with the pieces
-    numbered after the components, and the component of each label."""
+    """Split the components that are neither compact nor convex (see the module's notes; those of area 0 are
+    left whole): labels, with the pieces numbered after the components, and the component of each label."""
     components = pixels.labels
     # OpenCV's 5 x 5 chamfer distance: within 2 % of the exact one, enough to tell compact shapes, 7 times faster
     distance = pixels.values(cv2.distanceTransform((components > 0).view(np.uint8), cv2.DIST_L2, 5))
@@ -246,7 +251,7 @@ def _split(pixels: ComponentPixels, areas: np.ndarray, probability: np.ndarray |
         # `_CONVEX_VALLEY` of its maximum more than `_INSIDE` pixels from its outline
         inside, values = distance > _INSIDE, pixels.values(probability)
         dips = pixels.minima(values, inside, 1.0) < _CONVEX_VALLEY * pixels.maxima(values, inside)
-    candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * radii**2) | dips)
+    candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * radii**2) | (dips & (areas > 0)))
     candidates = candidates[candidates > 0]
     labels, component_of = components, [np.arange(pixels.count)]
     if len(candidates) == 0:
