@@ -108,3 +108,30 @@ def test_large_images_use_a_subsample_close_to_exact_percentiles(monkeypatch):
     sampled = normalize_percentile(image, clip=None)
     assert seen == [150 * 125]
     np.testing.assert_allclose(sampled, exact, atol=0.01)
+
+
+def _noise_sigma_the_long_way(image):
+    """Immerkaer's median estimate or half the smallest step between sorted distinct values, whichever is larger."""
+    import cv2
+
+    window = np.asarray(image, np.float32)
+    steps = np.diff(np.unique(window))
+    floor = 0.5 * float(steps.min()) if steps.size else 0.0
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = cv2.filter2D(window, -1, kernel)[1:-1, 1:-1]
+    return max(float(np.median(np.abs(response))) / (0.6745 * 6.0), floor)
+
+
+@pytest.mark.parametrize("case", ["noisy 16-bit", "noisy float", "sparse 8-bit noise", "coarse steps", "constant"])
+def test_noise_sigma_skips_sorting_only_where_the_floor_cannot_win(case):
+    from cellcount_core.images.normalization import noise_sigma
+
+    rng = np.random.default_rng(3)
+    image = {
+        "noisy 16-bit": rng.poisson(300, (200, 240)).astype(np.uint16),
+        "noisy float": rng.poisson(300, (200, 240)) / 65535.0,
+        "sparse 8-bit noise": np.where(rng.random((200, 240)) < 0.02, 41, 40).astype(np.uint8),  # median response 0
+        "coarse steps": np.kron(rng.integers(0, 50, (20, 24)), np.ones((10, 10))).astype(np.uint8) * 5,
+        "constant": np.full((50, 60), 9.0, np.float32),
+    }[case]
+    assert noise_sigma(image) == _noise_sigma_the_long_way(image)

@@ -141,12 +141,20 @@ def noise_sigma(image):
     side = int(math.sqrt(PERCENTILE_SAMPLE_PIXELS))
     top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
     window = image[top:top + side, left:left + side].astype(np.float32)
-    steps = np.diff(np.unique(window))
-    floor = 0.5 * float(steps.min()) if steps.size else 0.0
     if min(window.shape) < 3:
-        return floor
+        return _quantization_floor(window)
     response = cv2.filter2D(window, -1, _NOISE_KERNEL)[1:-1, 1:-1]
-    return max(float(np.median(np.abs(response))) / (0.6745 * 6.0), floor)
+    sigma = float(np.median(np.abs(response))) / (0.6745 * 6.0)
+    neighbours = np.abs(np.diff(window, axis=1))
+    if np.any(neighbours > 0) and sigma >= 0.5 * float(neighbours[neighbours > 0].min()):
+        return sigma  # the floor is at most half of any difference between two values: no need to sort them all
+    return max(sigma, _quantization_floor(window))
+
+
+def _quantization_floor(window):
+    """Half the smallest difference between two distinct values of a float32 array (0.0 for a constant one)."""
+    steps = np.diff(np.unique(window))
+    return 0.5 * float(steps.min()) if steps.size else 0.0
 
 
 def floor_range_on_noise(lo, hi, sigma, min_range_over_noise):

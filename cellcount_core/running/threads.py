@@ -1,0 +1,28 @@
+"""How torch's CPU threads wait between operations: passively, so that a busy machine does not slow them down.
+
+torch runs a network's operations on all cores with OpenMP (libgomp). By default an OpenMP thread that has
+finished its share spins, waiting for the others; where the cores are shared (CellProfiler's one worker per
+core, other jobs, a cluster node) the thread it waits for is often not running, and every one of a network's
+hundreds of operations then costs a scheduler time slice. Measured with the bundled segmenter on 2 cores at a
+load of 6 (`benchmarks/deep_path_profile.py`, BENCHMARKS.md section 2): two threads took 4.7 times as long as
+one on a 128 x 128 image and 1.3 times as long at 1024 x 1024; with passive waiting two threads took 1.0 to 1.1
+times as long as one, and one thread is what CellProfiler's IdentifyPrimaryObjects uses.
+
+libgomp reads ``OMP_WAIT_POLICY`` once, when torch loads it, so :func:`prefer_passive_waiting` must run before the
+first ``import torch``; ``cellcount_core.running`` calls it on import, before any of its modules imports torch.
+A value the user set is kept.
+"""
+
+import os
+
+#: The variable libgomp reads, and the value used unless the user set one.
+WAIT_POLICY_VARIABLE = "OMP_WAIT_POLICY"
+PASSIVE = "PASSIVE"
+
+
+def prefer_passive_waiting(environ=os.environ):
+    """Ask OpenMP threads to sleep rather than spin while they wait, unless ``OMP_WAIT_POLICY`` is already set.
+
+    Returns the policy in effect for an OpenMP runtime loaded from now on.
+    """
+    return environ.setdefault(WAIT_POLICY_VARIABLE, PASSIVE)
