@@ -86,27 +86,30 @@ def bundled_or(kind, fallback):
     return f"{fallback} (random weights)", model_files()[fallback]
 
 
-def synthetic(side, seed=0):
-    """Paths of a cached side x side 16-bit synthetic image, its ideal probability map and its truth (JSON).
+def synthetic(side, seed=0, width=None):
+    """Paths of a cached side x side (or side x width) 16-bit synthetic image, its ideal probability map and its
+    truth (JSON).
 
     About 230 cells per megapixel (diameters 14-24 px, 30 % clustered, 20 % touching). Made in a child process,
     so that the caller's peak memory does not include the generator's.
     """
-    stem = CACHE / f"synthetic_{side}_{seed}"
+    width = side if width is None else width
+    stem = CACHE / (f"synthetic_{side}_{seed}" if width == side else f"synthetic_{side}x{width}_{seed}")
     paths = {"image": stem.with_suffix(".tif"), "ideal": stem.with_suffix(".npy"), "truth": stem.with_suffix(".json")}
     if not paths["truth"].is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "benchmarks.common", str(side), str(seed), str(stem)], check=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.common", str(side), str(seed), str(stem), str(width)],
+                       check=True)
     return paths
 
 
-def _make_synthetic(side, seed, stem):
+def _make_synthetic(side, seed, stem, width):
     import numpy as np
     import tifffile
 
     from cellcount_core.images.synthetic import ideal_probability, synthetic_cells
 
-    cells = synthetic_cells((side, side), n_cells=int(230 * side * side / 1e6), seed=seed)
+    cells = synthetic_cells((side, width), n_cells=int(230 * side * width / 1e6), seed=seed)
     tifffile.imwrite(f"{stem}.tif", cells.image)
     np.save(f"{stem}.npy", ideal_probability(cells.labels))
     Path(f"{stem}.json").write_text(json.dumps({"count": cells.count, "diameter": cells.diameter}))
@@ -185,4 +188,4 @@ def table(rows, columns):
 
 
 if __name__ == "__main__":
-    _make_synthetic(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+    _make_synthetic(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -1,10 +1,12 @@
 """DeepSegment + DeepThreshold against IdentifyPrimaryObjects: seconds per image in one run, as a ratio.
 
-    python -m benchmarks.deep_vs_classical [--sizes 1024 2048] [--seeds 2] [--repeats 2]
+    python -m benchmarks.deep_vs_classical [--sizes 696x520 1024 2048] [--seeds 2] [--repeats 2] [--tilings auto 512]
 
 The modules run through CellProfiler's own Workspace (as in tests/test_plugins.py) on the same synthetic 16-bit
-images, interleaved image by image so that both see the same machine load; each time is the median of the
-repeats. IdentifyPrimaryObjects has CellProfiler's default settings (border objects kept). DeepSegment runs the
+images (sizes as WIDTHxHEIGHT or one side), interleaved image by image so that both see the same machine load;
+each time is the median of the repeats. IdentifyPrimaryObjects has CellProfiler's default settings (border
+objects kept); DeepSegment and DeepThreshold theirs, except the tiling: "auto" is the default (Automatic), a
+number is a Manual tile size with the default 4 tiles per batch. DeepSegment runs the
 bundled segmenter when it is installed, else c_resunet with random weights (its speed does not depend on the
 weights); in that case DeepThreshold is given the ideal probability map of the true cells instead of the
 network's meaningless output, so that its post-processing sees real cells.
@@ -12,6 +14,7 @@ network's meaningless output, so that its post-processing sees real cells.
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -38,8 +41,9 @@ def classical(image):
     return seconds, int(space.measurements.get_current_image_measurement("Count_Nuclei"))
 
 
-def deep(image, model_path, ideal, tile_size):
-    """(DeepSegment seconds, DeepThreshold seconds, count) with the given model file and tile size.
+def deep(image, model_path, ideal, tiling):
+    """(DeepSegment seconds, DeepThreshold seconds, count) with the given model file and tiling ("auto" or a tile
+    size).
 
     With `ideal` (the path of a .npy map), DeepThreshold gets that probability map instead of DeepSegment's,
     copied into DeepSegment's output. Only the Workspace keeps the image: pass it as a temporary to measure
@@ -47,7 +51,10 @@ def deep(image, model_path, ideal, tile_size):
     """
     from cellcount_cellprofiler.pipeline_builder import new_module
 
-    segment = new_module("DeepSegment", x_name="DNA", y_name="DeepProbability", tile_size=tile_size)
+    segment = new_module("DeepSegment", x_name="DNA", y_name="DeepProbability")
+    if tiling != "auto":
+        segment.tiling_mode.value = "Manual"
+        segment.tile_size.value = int(tiling)
     segment.model_source.value = "Custom model file"
     segment.model_directory.value = f"Elsewhere...|{model_path.parent}"
     segment.model_file.value = model_path.name
@@ -68,11 +75,17 @@ def deep(image, model_path, ideal, tile_size):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
+    parser.add_argument("--sizes", nargs="+", default=["696x520", "1024", "2048"], help="WIDTHxHEIGHT or SIDE")
     parser.add_argument("--seeds", type=int, default=2, help="images per size")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tile-sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--tilings", nargs="+", default=["auto", "512"],
+                        help="auto (DeepSegment's default) or a manual tile size in pixels")
+    parser.add_argument("--spinning-threads", action="store_true",
+                        help="load torch before cellcount_core.running asks OpenMP threads to wait passively, so "
+                             "that they spin as libgomp does by default (the deep path before 2026-12-01)")
     args = parser.parse_args(argv)
+    if args.spinning_threads:
+        import torch  # noqa: F401  (libgomp reads OMP_WAIT_POLICY now, before cellcount sets it)
     import tifffile
 
     from cellcount_cellprofiler.pipeline_builder import start_cellprofiler
@@ -80,10 +93,12 @@ def main(argv=None):
     start_cellprofiler()
     info = machine()
     label, model_path = bundled_or("segmenter", "c_resunet")
+    deep(tifffile.imread(synthetic(256)["image"]), model_path, None, "auto")  # loads the model: not timed
     rows = []
     for size in args.sizes:
+        width, height = (int(n) for n in size.split("x")) if "x" in size else (int(size), int(size))
         for seed in range(args.seeds):
-            paths = synthetic(size, seed)
+            paths = synthetic(height, seed, width=width)
             image = tifffile.imread(paths["image"])
             truth = json.loads(paths["truth"].read_text())["count"]
             ideal = None if label.startswith("bundled") else paths["ideal"]
@@ -92,14 +107,14 @@ def main(argv=None):
             for _ in range(args.repeats):
                 seconds, counts["classical"] = classical(image)
                 times["classical"].append(seconds)
-                for tile in args.tile_sizes:
+                for tile in args.tilings:
                     segment_s, threshold_s, counts[tile] = deep(image, model_path, ideal, tile)
                     times.setdefault(f"segment {tile}", []).append(segment_s)
                     times.setdefault(f"threshold {tile}", []).append(threshold_s)
             median = {k: statistics.median(v) for k, v in times.items()}
-            row = {"image": f"{size}x{size} seed {seed}", "cells": truth, "classical s": round(median["classical"], 2),
-                   "classical count": counts["classical"]}
-            for tile in args.tile_sizes:
+            row = {"image": f"{width}x{height} seed {seed}", "cells": truth,
+                   "classical s": round(median["classical"], 2), "classical count": counts["classical"]}
+            for tile in args.tilings:
                 total = median[f"segment {tile}"] + median[f"threshold {tile}"]
                 row[f"DeepSegment s (tile {tile})"] = round(median[f"segment {tile}"], 2)
                 row[f"DeepThreshold s (tile {tile})"] = round(median[f"threshold {tile}"], 2)
@@ -107,7 +122,8 @@ def main(argv=None):
                 row[f"deep count (tile {tile})"] = counts[tile]
             rows.append(row)
             print(row, flush=True)
-    finish("deep_vs_classical", info, rows, segmenter=label)
+    finish("deep_vs_classical_spinning" if args.spinning_threads else "deep_vs_classical", info, rows, segmenter=label,
+           omp_wait_policy="libgomp default (spinning)" if args.spinning_threads else os.environ["OMP_WAIT_POLICY"])
 
 
 if __name__ == "__main__":
