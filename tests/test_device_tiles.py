@@ -149,6 +149,7 @@ REAL_IMAGES = [
 ]
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("name", REAL_IMAGES)
 def test_real_images_give_the_host_maps_and_labels(name, shared_data, monkeypatch):
     from cellcount_core.images.image_io import read_image
@@ -215,6 +216,7 @@ def test_tile_errors_name_the_problem():
         device_tiles.stitch(lambda batch: batch[:, :, :8], inputs, plan)
 
 
+@pytest.mark.data
 def test_results_come_back_as_asked(shared_data):
     from cellcount_core.images.image_io import read_image
 
