@@ -10,8 +10,7 @@
 # the command (carry=["benchmarks/.gpu-deps"]).
 # Each step has its own time limit and is skipped when the 8-minute budget is spent; the log says which, and holds
 # every row a benchmark printed before a limit cut it short (its JSON is written only at its end). The CPU
-# rehearsal of 2026-12-01 (load 13-20 on 2 cores) ran all steps in 425 s; network_speed, tile_defaults and
-# end_to_end hit their limits there.
+# rehearsal of 2026-12-01 03:25 UTC (load 8-9 on 2 cores) ran every step in 203 s; network_speed hit its limit.
 # Steps, most wanted first: the CUDA tests; the synthetic image; device_tiles (predict_probability at 10000 x 10000
 # with the image kept on the GPU against the host path, MP/s and peak GPU memory per tile x batch, then
 # `cellcount count --device GPU` end to end in a fresh process); network_speed; tile_defaults; post-processing.
