@@ -1,5 +1,6 @@
-"""The device-resident path (`running/device_tiles`) gives the numpy path's percentiles, noise floor, maps and
-labels. It runs on CPU tensors here (``DEVICE_TYPES`` widened to the CPU); the last test needs CUDA."""
+"""The device-resident path (`running/device_tiles`) gives the numpy path's percentiles, noise floor, maps,
+labels and density counts. It runs on CPU tensors here (``DEVICE_TYPES`` widened to the CPU); the last test
+needs CUDA."""
 
 import cv2
 import numpy as np
@@ -11,7 +12,8 @@ from cellcount_core.images.normalization import noise_sigma, percentile_range  #
 from cellcount_core.objects.segmentation import labels_from_probability, model_default_threshold  # noqa: E402
 from cellcount_core.objects.thresholds import apply_threshold  # noqa: E402
 from cellcount_core.running import device_tiles, gpu  # noqa: E402
-from cellcount_core.running.inference import clear_model_cache, predict_probability  # noqa: E402
+from cellcount_core.models.bundled import DEFAULT_COUNTER  # noqa: E402
+from cellcount_core.running.inference import clear_model_cache, predict_count, predict_probability  # noqa: E402
 from cellcount_core.running.tiling import plan_tiles  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -195,6 +197,35 @@ def test_colour_models_get_the_host_maps(tmp_path, monkeypatch):
         np.testing.assert_allclose(on_device, host, atol=1e-6)
 
 
+def count_both_paths(monkeypatch, image, model, **tiling):
+    """(host count, device-path count) of `predict_count` on the CPU; fails unless the device path ran."""
+    host = predict_count(image, model, "CPU", **tiling)
+    iterate, iterated = device_tiles.iter_tile_outputs, []
+    with monkeypatch.context() as patch:
+        patch.setattr(device_tiles, "DEVICE_TYPES", ("cpu",))
+        patch.setattr(device_tiles, "iter_tile_outputs", lambda *args: iterated.append(1) or iterate(*args))
+        on_device = predict_count(image, model, "CPU", **tiling)
+    assert iterated, "the device path was not taken"
+    return host, on_device
+
+
+@pytest.mark.data
+def test_density_counts_of_a_real_image_equal_the_host_count(shared_data, monkeypatch):
+    from cellcount_core.images.image_io import read_image
+
+    image = read_image(shared_data / REAL_IMAGES[1])
+    host, on_device = count_both_paths(monkeypatch, image, DEFAULT_COUNTER, tile_size=384)
+    assert host > 10
+    assert on_device == pytest.approx(host, rel=1e-9)
+
+
+@pytest.mark.parametrize("image", [rng_image((300, 170)), rng_image((40, 50, 3), np.uint8, high=200)],
+                         ids=["non-multiple", "small rgb"])
+def test_density_counts_of_odd_images_equal_the_host_count(image, tiny_counter, monkeypatch):
+    host, on_device = count_both_paths(monkeypatch, image, tiny_counter, tile_size=128)
+    assert on_device == pytest.approx(host, rel=1e-9, abs=1e-9)
+
+
 # --- the pieces: tiles, results brought back, the choice of path ---------------------------------------------
 
 
@@ -257,7 +288,7 @@ def test_available_memory_respects_the_memory_fraction(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_keeps_the_image_on_the_gpu_with_the_host_path_s_map(monkeypatch):
+def test_cuda_keeps_the_image_on_the_gpu_with_the_host_path_s_map_and_count(monkeypatch):
     from cellcount_core.images.synthetic import synthetic_cells
 
     image = synthetic_cells((1500, 1100), n_cells=300, seed=4).image
@@ -266,6 +297,8 @@ def test_cuda_keeps_the_image_on_the_gpu_with_the_host_path_s_map(monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(device_tiles, "DEVICE_TYPES", ())
         host = predict_probability(image, device="GPU", tile_size=512, batch_size=4)
+        host_count = predict_count(image, device="GPU", tile_size=512, batch_size=4)
+    assert predict_count(image, device="GPU", tile_size=512, batch_size=4) == pytest.approx(host_count, rel=1e-4)
     torch.cuda.reset_peak_memory_stats()
     on_device = predict_probability(image, device="GPU", tile_size=512, batch_size=4)
     assert torch.cuda.max_memory_allocated() < 2 * 2**30

@@ -279,15 +279,28 @@ def predict_probability(image, model="default", device="Auto", tile_size="auto",
         gpu.release_cached_memory(torch_device)
 
 
-def _probability_on_device(image, network, card, tile_size, overlap, batch_size, progress):
-    """`predict_probability` with the image uploaded once and tiled, run and stitched on the network's device."""
+def _tiles_on_device(image, network, card, tile_size, overlap, activation):
+    """(inputs, plan, normalize, forward) of an image uploaded to the network's device (`device_tiles`)."""
     device = next(network.parameters()).device
     inputs, normalize = device_tiles.image_input(image, device, card.params.get("in_channels", 1),
                                                  *_percentile_settings(card))
     plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
                       multiple=network.size_divisor)
-    forward = functools.partial(_forward, network, torch.sigmoid, _autocast_dtype(device))
+    return inputs, plan, normalize, functools.partial(_forward, network, activation, _autocast_dtype(device))
+
+
+def _probability_on_device(image, network, card, tile_size, overlap, batch_size, progress):
+    """`predict_probability` with the image uploaded once and tiled, run and stitched on the network's device."""
+    inputs, plan, normalize, forward = _tiles_on_device(image, network, card, tile_size, overlap, torch.sigmoid)
     return device_tiles.to_host(device_tiles.stitch(forward, inputs, plan, normalize, batch_size, progress))
+
+
+def _count_on_device(image, network, card, tile_size, overlap, batch_size, progress):
+    """`predict_count` of a density counter of images with the image uploaded once: the tiles' kept densities
+    are summed on the device, and one number comes back."""
+    inputs, plan, normalize, forward = _tiles_on_device(image, network, card, tile_size, overlap, None)
+    tiles = device_tiles.iter_tile_outputs(forward, inputs, plan, normalize, batch_size, progress)
+    return float(sum(values.sum(dtype=torch.float64) for _, values in tiles))
 
 
 def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
@@ -297,7 +310,8 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     Models whose card has ``input == "mask"`` get the input binarized (non-zero is foreground); ``"image"``
     models get it normalized as the card says. A counter with a fixed ``input_size`` (``dcc_counter``) runs
     once on the input resized to that size (``cv2.INTER_AREA``); a density counter runs tiled, and the sum of
-    its stitched density map is the count. Counts are clipped at 0.
+    its stitched density map is the count (on CUDA, for images, summed in GPU memory: `device_tiles`). Counts
+    are clipped at 0.
 
     Parameters
     ----------
@@ -321,7 +335,14 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     """
     network, card = get_model(model, device, default=DEFAULT_COUNTER)
     _require_kind(card, "counter", model, "predict_count")
-    tile_size, batch_size = resolve_tiling(tile_size, batch_size, next(network.parameters()).device)
+    torch_device = next(network.parameters()).device
+    tile_size, batch_size = resolve_tiling(tile_size, batch_size, torch_device)
+    if card.input == "image" and not card.input_size and device_tiles.keeps_image(torch_device,
+                                                                                  np.shape(image_or_mask)):
+        try:
+            return max(_count_on_device(image_or_mask, network, card, tile_size, overlap, batch_size, progress), 0.0)
+        finally:
+            gpu.release_cached_memory(torch_device)
     inputs, prepare = _mask_input(image_or_mask) if card.input == "mask" else _image_input(image_or_mask, card)
     try:
         if card.input_size:
