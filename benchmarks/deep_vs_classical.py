@@ -83,15 +83,22 @@ def main(argv=None):
     parser.add_argument("--spinning-threads", action="store_true",
                         help="load torch before cellcount_core.running asks OpenMP threads to wait passively, so "
                              "that they spin as libgomp does by default (the deep path before 2026-12-01)")
+    parser.add_argument("--torch-threads", type=int,
+                        help="torch CPU threads (default: torch's, one per core); 1 is what each of CellProfiler's "
+                             "one-worker-per-core processes should use")
     args = parser.parse_args(argv)
-    if args.spinning_threads:
-        import torch  # noqa: F401  (libgomp reads OMP_WAIT_POLICY now, before cellcount sets it)
+    if not args.spinning_threads:
+        import cellcount_core.running  # noqa: F401  (asks OpenMP threads to wait passively before torch loads)
+    import torch  # libgomp reads OMP_WAIT_POLICY now: with --spinning-threads it is not set yet
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     import tifffile
 
     from cellcount_cellprofiler.pipeline_builder import start_cellprofiler
 
     start_cellprofiler()
-    info = machine()
+    info = machine()  # records torch's thread count
     label, model_path = bundled_or("segmenter", "c_resunet")
     deep(tifffile.imread(synthetic(256)["image"]), model_path, None, "auto")  # loads the model: not timed
     rows = []
@@ -122,7 +129,9 @@ def main(argv=None):
                 row[f"deep count (tile {tile})"] = counts[tile]
             rows.append(row)
             print(row, flush=True)
-    finish("deep_vs_classical_spinning" if args.spinning_threads else "deep_vs_classical", info, rows, segmenter=label,
+    name = "deep_vs_classical" + ("_spinning" if args.spinning_threads else "") + (
+        f"_{args.torch_threads}_threads" if args.torch_threads else "")
+    finish(name, info, rows, segmenter=label,
            omp_wait_policy="libgomp default (spinning)" if args.spinning_threads else os.environ["OMP_WAIT_POLICY"])
 
 
