@@ -1,5 +1,5 @@
 """Tiles cut, normalized, run and stitched in the memory of the network's device: the image is uploaded once, and
-only the probability map (float32 or float16) or its thresholded mask comes back.
+only the probability map (float32 or float16), its thresholded mask or a density count comes back.
 
 The torch counterpart of the host path (`tiling.iter_tile_outputs` with `normalization.percentile_range`,
 `noise_sigma` and `scale_to_range`): the same tile plan, the same percentiles (numpy's linear interpolation
@@ -21,8 +21,9 @@ from cellcount_core.images.normalization import (CLIP_RANGE, PERCENTILE_SAMPLE_P
 from cellcount_core.running import gpu
 from cellcount_core.running.tiling import tile_indices
 
-#: Device types whose images stay on the device. The CPU keeps the numpy path: there the network dominates and
-#: the torch path was no faster (BENCHMARKS.md section 4).
+#: Device types whose images stay on the device. The CPU keeps the numpy path: there the network dominates, and
+#: the torch path was as fast with one thread and 0.6 times as fast with two on a busy 2-core machine (torch's
+#: small parallel operations and sorts; BENCHMARKS.md section 4).
 DEVICE_TYPES = ("cuda",)
 
 #: Unsigned dtypes that torch cannot compute with on every device: uploaded as the bits of their signed twin and
