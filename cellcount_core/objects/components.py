@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["ComponentPixels", "component_labels", "fill_mask_holes", "fill_small_holes", "label_components"]
+__all__ = ["ComponentPixels", "component_labels", "fill_mask_holes", "fill_small_holes", "label_components",
+           "pack_boxes"]
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +63,32 @@ def fill_small_holes(mask: np.ndarray, max_area: float) -> tuple[np.ndarray, boo
     small = np.bincount(enclosed.ids, minlength=enclosed.count) < max_area
     work.ravel()[enclosed.flat[small[enclosed.ids]]] = 1
     return work == 1, not small[1:].all()
+
+
+def pack_boxes(heights, widths, gap: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Places for boxes of the given sizes in one small image, with `gap` blank pixels around every box: shelves
+    filled left to right with the boxes in order of decreasing height (next-fit), as wide as a square holding
+    their area, or the widest box.
+
+    Returns
+    -------
+    origins : (n, 2) int array
+        Top-left corner (row, column) of each box.
+    shape : (int, int)
+        The image that holds them all.
+    """
+    heights = np.asarray(heights, np.int64) + gap
+    widths = np.asarray(widths, np.int64) + gap
+    width = max(int(np.sqrt(float(np.sum(heights * widths)))), int(widths.max(initial=0)))
+    origins = np.zeros((len(heights), 2), np.int64)
+    top = left = shelf_height = 0
+    for index in np.argsort(-heights, kind="stable").tolist():
+        if left + widths[index] > width:
+            top, left, shelf_height = top + shelf_height, 0, 0
+        origins[index] = top + gap, left + gap
+        left += int(widths[index])
+        shelf_height = max(shelf_height, int(heights[index]))
+    return origins, (top + shelf_height + gap, width + gap)
 
 
 def _border_run_starts(work: np.ndarray) -> list[tuple[int, int]]:

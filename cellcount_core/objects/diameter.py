@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cellcount_core.objects.components import ComponentPixels, component_labels, fill_mask_holes
+from cellcount_core.objects.components import ComponentPixels, component_labels, fill_mask_holes, pack_boxes
 
 __all__ = ["SPECK_DIAMETER", "check_mask_inputs", "component_diameters", "diameter_from_components",
            "estimate_diameter", "inscribed_radii"]
@@ -115,7 +115,10 @@ def inscribed_radii(pixels: ComponentPixels, chosen: np.ndarray | None = None) -
     inner = present & ~on_border
     if not inner.any():
         return radii
-    origins, shape = _shelf_origins(boxes, inner)
+    chosen_labels = np.flatnonzero(inner)
+    origins = np.zeros((pixels.count, 2), np.int64)
+    origins[chosen_labels], shape = pack_boxes(boxes[chosen_labels, 1] - boxes[chosen_labels, 0],
+                                               boxes[chosen_labels, 3] - boxes[chosen_labels, 2], gap=1)
     packed = inner[pixels.ids]
     flat, ids = pixels.flat[packed], pixels.ids[packed]
     rows = flat // width - boxes[ids, 0] + origins[ids, 0]
@@ -125,26 +128,6 @@ def inscribed_radii(pixels: ComponentPixels, chosen: np.ndarray | None = None) -
     distance = cv2.distanceTransform(shelves, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     np.maximum.at(radii, ids, distance[rows, columns])
     return radii
-
-
-def _shelf_origins(boxes: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """Top-left corners (count x 2, rows of chosen labels only) that place the chosen boxes in shelves of about
-    sqrt(n) boxes, tallest first, each box followed by a blank row and column; and the shelves' image shape."""
-    labels = np.flatnonzero(chosen)
-    heights = boxes[labels, 1] - boxes[labels, 0] + 1
-    widths = boxes[labels, 3] - boxes[labels, 2] + 1
-    order = np.argsort(-heights, kind="stable")
-    per_shelf = int(np.ceil(np.sqrt(len(order))))
-    shelf = np.arange(len(order)) // per_shelf
-    shelf_heights = heights[order][::per_shelf]  # the tallest of each shelf comes first
-    shelf_tops = 1 + np.concatenate([[0], np.cumsum(shelf_heights)[:-1]])
-    ends = np.cumsum(widths[order])
-    shelf_starts = (ends - widths[order])[::per_shelf]
-    lefts = 1 + ends - widths[order] - shelf_starts[shelf]
-    origins = np.zeros((len(boxes), 2), np.int64)
-    origins[labels[order]] = np.stack([shelf_tops[shelf], lefts], axis=1)
-    shelf_widths = ends[np.minimum(np.arange(1, shelf[-1] + 2) * per_shelf, len(order)) - 1] - shelf_starts
-    return origins, (int(shelf_tops[-1] + shelf_heights[-1]) + 1, int(shelf_widths.max()) + 1)
 
 
 def diameter_from_components(equivalent: np.ndarray, inscribed: np.ndarray) -> float:
