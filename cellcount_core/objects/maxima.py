@@ -65,7 +65,10 @@ def h_maxima(surface: np.ndarray, depth: float) -> np.ndarray:
     ``surface >= max - depth`` 8-connected to its peak, found without reconstructing.
     """
     depth = np.float32(depth)
-    count, _ = cv2.connectedComponents(regional_maxima(surface).view(np.uint8), connectivity=8)
+    # one 8-connected set of pixels not lower than their neighbours is the highest plateau, the only maximum
+    count, _ = cv2.connectedComponents((surface >= cv2.dilate(surface, _SQUARE)).view(np.uint8), connectivity=8)
+    if count > 2:
+        count, _ = cv2.connectedComponents(regional_maxima(surface).view(np.uint8), connectivity=8)
     if count > 2:
         return regional_maxima(reconstruct_by_dilation(surface - depth, surface))
     if count < 2:  # a constant surface
