@@ -4,9 +4,9 @@ torch runs a network's operations on all cores with OpenMP (libgomp). By default
 finished its share spins, waiting for the others; where the cores are shared (CellProfiler's one worker per
 core, other jobs, a cluster node) the thread it waits for is often not running, and every one of a network's
 hundreds of operations then costs a scheduler time slice. Measured with the bundled segmenter on 2 cores at a
-load of 6 (`benchmarks/deep_path_profile.py`, BENCHMARKS.md section 2): two threads took 4.7 times as long as
-one on a 128 x 128 image and 1.3 times as long at 1024 x 1024; with passive waiting two threads took 1.0 to 1.1
-times as long as one, and one thread is what CellProfiler's IdentifyPrimaryObjects uses.
+load of 8 (`benchmarks/thread_waiting.py`, BENCHMARKS.md section 2): spinning, two threads took 15 times as long
+as one on a 128 x 128 image and 1.5 times at 1024 x 1024; waiting passively, 1.1 and 1.3 times. In
+CellProfiler the deep/classical time ratio fell from 5.4 to 2.2 (696 x 520) and from 3.2 to 1.9 (1k).
 
 libgomp reads ``OMP_WAIT_POLICY`` once, when torch loads it, so :func:`prefer_passive_waiting` must run before the
 first ``import torch``; ``cellcount_core.running`` calls it on import, before any of its modules imports torch.
