@@ -87,7 +87,8 @@ def test_read_card_does_not_need_weights(saved):
 
 
 def test_read_card_does_not_import_torch(saved):
-    code = ("import sys; from cellcount_core.models.model_files import read_card; import cellcount_core.models.bundled; "
+    code = ("import sys; from cellcount_core.models.model_files import read_card; "
+            "import cellcount_core.models.bundled; "
             f"read_card({str(saved)!r}); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

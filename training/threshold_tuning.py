@@ -1,8 +1,9 @@
 """Choose a segmenter's default threshold on validation images, as c-ResUnet did.
 
 Each validation image's probability map is computed once; for every threshold of a grid it is thresholded and
-post-processed into cells (:func:`cellcount_core.objects.segmentation.labels_from_probability`), and the cells are matched
-to the true ones by centroid distance within the cell diameter (:func:`cellcount_core.counts.metrics.match_detections`).
+post-processed into cells (:func:`cellcount_core.objects.segmentation.labels_from_probability`), and the cells are
+matched to the true ones by centroid distance within the cell diameter
+(:func:`cellcount_core.counts.metrics.match_detections`).
 True positives, false positives and false negatives are summed over the images into one F1 per threshold. The
 threshold is the knee of the rising part of that curve (Kneedle, the ``kneed`` package) or its maximum. Only
 images with instance labels can score detections: BBBC005's binary masks merge touching cells, so tune on DSB2018,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 
-#: The variable cellcount_core.running.gpu reads in each CellProfiler process (named here so that this module needs no torch).
+#: The variable cellcount_core.running.gpu reads in each CellProfiler process (named here so that this module
+#: needs no torch).
 MEMORY_FRACTION_VARIABLE = "CELLCOUNT_GPU_MEMORY_FRACTION"
 
 

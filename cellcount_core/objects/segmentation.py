@@ -1,7 +1,8 @@
 """One call from an image (or a probability map) to labelled cells, for the CLI and the CellProfiler plugins.
 
 image -> probability (:func:`cellcount_core.running.inference.predict_probability`) -> threshold
-(:func:`cellcount_core.objects.thresholds.apply_threshold`) -> labels (:func:`cellcount_core.objects.postprocess.labels_from_mask`).
+(:func:`cellcount_core.objects.thresholds.apply_threshold`) -> labels
+(:func:`cellcount_core.objects.postprocess.labels_from_mask`).
 Maps larger than :data:`cellcount_core.objects.large_images.LARGE_IMAGE_PIXELS` are thresholded and post-processed block
 by block (:func:`cellcount_core.objects.large_images.labels_in_blocks`), with the same cells in bounded memory.
 Torch is imported only when :func:`segment_image` runs a network.
@@ -112,7 +113,8 @@ def model_default_threshold(model: str = "default") -> float:
     Parameters
     ----------
     model : str or Path
-        Bundled model name, ``"default"`` or a model file path (see :func:`cellcount_core.models.bundled.resolve_model`).
+        Bundled model name, ``"default"`` or a model file path
+        (see :func:`cellcount_core.models.bundled.resolve_model`).
     """
     return float(read_card(resolve_model(model)).default_threshold["value"])
 

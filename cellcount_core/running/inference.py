@@ -14,7 +14,8 @@ from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, re
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
 from cellcount_core.running.cell_scale import CellScale, cell_scale, predict_at_cell_scale, resize_image, scale_factor
-from cellcount_core.images.normalization import floor_range_on_noise, noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb
+from cellcount_core.images.normalization import (floor_range_on_noise, noise_sigma, percentile_range, scale_to_range,
+                                                  to_grayscale, to_rgb)
 from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, resolve_tiling, stitch
 
 DEVICE_CHOICES = ("Auto", "CPU", "GPU")
