@@ -1,7 +1,7 @@
 """Post-processing speed on the ideal probability map of a large synthetic image: this checkout against an
 earlier revision, interleaved in one run.
 
-    python -m benchmarks.postprocess_speed [--side 10000] [--baseline df58f1a] [--repeats 2] [--profile]
+    python -m benchmarks.postprocess_speed [--side 10000] [--baseline 1f5a5c8] [--repeats 2] [--profile]
 
 Each measurement is a fresh process running DeepThreshold's core (`labels_from_probability`, Model default
 threshold 0.5, diameter estimated) on the cached ideal map (`synthetic.ideal_probability` of the true cells), so
@@ -25,8 +25,9 @@ import numpy as np
 from benchmarks.common import RESULTS, code_at, finish, machine, report, run_child, synthetic
 
 ME = "benchmarks.postprocess_speed"
-#: The commit before the OpenCV post-processing (skimage/scipy, one block at a time).
-BASELINE = "df58f1a"
+#: The commit before post-processing was summed over component pixels (issue 12 part 1); df58f1a is the one
+#: before the OpenCV post-processing (skimage/scipy, one block at a time).
+BASELINE = "1f5a5c8"
 
 
 def child(side, profile_to=""):

@@ -229,7 +229,10 @@ def test_bad_probability_maps_raise(bad, message):
 POST_PROCESS = textwrap.dedent("""
     import sys
     import numpy as np
+    from cellcount_core.objects import large_images
     from cellcount_core.objects.segmentation import labels_from_probability
+
+    large_images.BLOCK_SIDE = 1024  # the bound below is for blocks of this side (the work grows with their area)
 
     def kilobytes(field):
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))

@@ -251,7 +251,8 @@ def _split(pixels: ComponentPixels, areas: np.ndarray, probability: np.ndarray |
         # `_CONVEX_VALLEY` of its maximum more than `_INSIDE` pixels from its outline
         inside, values = distance > _INSIDE, pixels.values(probability)
         dips = pixels.minima(values, inside, 1.0) < _CONVEX_VALLEY * pixels.maxima(values, inside)
-    candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * radii**2) | (dips & (areas > 0)))
+    # float64: a component without background in the image has OpenCV's 'infinite' distance, 1.8e19
+    candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * np.square(radii, dtype=float)) | (dips & (areas > 0)))
     candidates = candidates[candidates > 0]
     labels, component_of = components, [np.arange(pixels.count)]
     if len(candidates) == 0:
