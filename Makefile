@@ -54,7 +54,8 @@ $(STAMP_CP4): setup.cfg constraints-cp4.txt
 	$(PIP_CP4) install -c constraints-cp4.txt $(CP4_DEPS)
 	JAVA_HOME=$(CP4_JAVA_HOME) $(PIP_CP4) install --no-build-isolation -c constraints-cp4.txt python-javabridge
 	$(PIP_CP4) install --no-deps -c constraints-cp4.txt python-bioformats cellprofiler-core cellprofiler
-	$(PIP_CP4) install -c constraints-cp4.txt $(CP4_TORCH) safetensors imageio tqdm opencv-python-headless pytest hypothesis
+	$(PIP_CP4) install -c constraints-cp4.txt $(CP4_TORCH) safetensors imageio tqdm opencv-python-headless pyyaml \
+		dask distributed dask-jobqueue pytest hypothesis
 	$(PIP_CP4) install --no-deps -e .
 	touch $(STAMP_CP4)
 
