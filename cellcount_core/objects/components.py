@@ -6,7 +6,7 @@ labelled pixels alone (`ComponentPixels`), never over whole-image temporaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -121,6 +121,7 @@ class ComponentPixels:
     count: int
     flat: np.ndarray
     ids: np.ndarray
+    _every_box: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, labels: np.ndarray) -> "ComponentPixels":
@@ -149,7 +150,9 @@ class ComponentPixels:
     def boxes(self, where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Bounding boxes, (count, 4) rows of (row start, row stop, column start, column stop), and the flat index
         of each label's first pixel in raster order; rows of labels without pixels (or none `where`) are
-        (0, 0, 0, 0) and -1."""
+        (0, 0, 0, 0) and -1. Those of every pixel are kept for the next call."""
+        if where is None and self._every_box is not None:
+            return self._every_box
         flat, ids = (self.flat, self.ids) if where is None else (self.flat[where], self.ids[where])
         width = self.labels.shape[1]
         first = np.full(self.count, np.iinfo(np.int64).max, np.int64)
@@ -165,4 +168,7 @@ class ComponentPixels:
         boxes = np.zeros((self.count, 4), np.int64)
         boxes[present] = np.stack([first[present] // width, last[present] // width + 1, left[present],
                                    right[present] + 1], axis=1)
-        return boxes, np.where(present, first, -1)
+        found = boxes, np.where(present, first, -1)
+        if where is None:
+            self._every_box = found
+        return found

@@ -104,8 +104,8 @@ def inscribed_radii(pixels: ComponentPixels, chosen: np.ndarray | None = None) -
     """
     labels = pixels.labels
     height, width = labels.shape
-    boxes, _ = pixels.boxes(None if chosen is None else chosen[pixels.ids])
-    present = boxes[:, 1] > boxes[:, 0]
+    boxes, _ = pixels.boxes()
+    present = (boxes[:, 1] > boxes[:, 0]) & (True if chosen is None else chosen)
     on_border = present & ((boxes[:, 0] == 0) | (boxes[:, 1] == height) | (boxes[:, 2] == 0) | (boxes[:, 3] == width))
     radii = np.zeros(pixels.count, np.float32)
     for label in np.flatnonzero(on_border):
@@ -115,18 +115,19 @@ def inscribed_radii(pixels: ComponentPixels, chosen: np.ndarray | None = None) -
     inner = present & ~on_border
     if not inner.any():
         return radii
-    chosen_labels = np.flatnonzero(inner)
-    origins = np.zeros((pixels.count, 2), np.int64)
-    origins[chosen_labels], shape = pack_boxes(boxes[chosen_labels, 1] - boxes[chosen_labels, 0],
-                                               boxes[chosen_labels, 3] - boxes[chosen_labels, 2], gap=1)
+    packed_labels = np.flatnonzero(inner)
+    top, left = boxes[packed_labels, 0], boxes[packed_labels, 2]
+    origins, shape = pack_boxes(boxes[packed_labels, 1] - top, boxes[packed_labels, 3] - left, gap=1)
+    # a pixel's flat index in the shelves: its own, moved by its row and by its box's shift
+    shift = np.zeros(pixels.count, np.int64)
+    shift[packed_labels] = (origins[:, 0] - top) * shape[1] + origins[:, 1] - left
     packed = inner[pixels.ids]
     flat, ids = pixels.flat[packed], pixels.ids[packed]
-    rows = flat // width - boxes[ids, 0] + origins[ids, 0]
-    columns = flat % width - boxes[ids, 2] + origins[ids, 1]
+    flat = flat + (flat // width) * (shape[1] - width) + shift[ids]
     shelves = np.zeros(shape, np.uint8)
-    shelves[rows, columns] = 1
+    shelves.ravel()[flat] = 1
     distance = cv2.distanceTransform(shelves, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    np.maximum.at(radii, ids, distance[rows, columns])
+    np.maximum.at(radii, ids, distance.ravel()[flat])
     return radii
 
 
