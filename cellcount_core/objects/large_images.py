@@ -29,7 +29,7 @@ __all__ = ["BLOCK_SIDE", "LARGE_IMAGE_PIXELS", "BlockLabels", "is_large", "label
            "otsu_in_chunks"]
 
 #: Side of the blocks' cores, in pixels: a block with its halo needs about 100 MB of work space; on a 10000 x 10000
-#: map blocks of 2048 ran 15 % faster than blocks of 1024 (less of the work is halo; BENCHMARKS.md, section 6).
+#: map blocks of 2048 ran 15 % faster than blocks of 1024 (less of the work is halo; BENCHMARKS.md, section 7).
 BLOCK_SIDE = 2048
 #: Maps with more pixels than this (2048 x 2048) are post-processed in blocks by
 #: `segmentation.labels_from_probability`.
