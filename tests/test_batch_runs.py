@@ -119,11 +119,9 @@ def test_an_interrupted_batch_resumes_with_only_the_rest(classical_pipeline, fou
     assert [path.name for path in (output / "chunks" / "000001-000002").glob("attempt-*")] == ["attempt-1"]
 
     attempts_before = sorted(output.rglob("attempt-*"))
-    started = time.monotonic()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr[-2000:]
-    assert sorted(output.rglob("attempt-*")) == attempts_before
-    assert time.monotonic() - started < 30  # no CellProfiler, no cluster: the outputs on disk answer
+    assert sorted(output.rglob("attempt-*")) == attempts_before  # no CellProfiler ran: the outputs on disk answer
 
 
 def test_a_corrupt_image_fails_alone(classical_pipeline, four_images, classical_reference, tmp_path):

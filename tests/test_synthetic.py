@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -64,17 +62,10 @@ def test_noiseless_unblurred_image_is_background_outside_cells():
     assert np.all(cells.image[cells.labels > 0] > 0.0)
 
 
-def test_small_image_is_fast():
-    start = time.perf_counter()
-    synthetic_cells(seed=0)
-    assert time.perf_counter() - start < 0.5
-
-
 def test_large_image_with_thousands_of_cells():
-    start = time.perf_counter()
     cells = synthetic_cells((4000, 4000), 5000, seed=0)
-    assert time.perf_counter() - start < 10
     assert cells.count == 5000
+    assert len(np.unique(cells.labels)) - 1 == 5000
 
 
 @pytest.mark.parametrize(
