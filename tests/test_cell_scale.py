@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellcount_core.running.cell_scale import (PROBE_FACTORS, diameter_in_probability, predict_at_cell_scale,
-                                       resize_image, scale_factor)
+from cellcount_core.running.cell_scale import (PROBE_FACTORS, CellScale, diameter_in_probability, is_fragmented,
+                                               predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import floor_range_on_noise, noise_sigma, percentile_range
 
 BAND = (8.0, 24.0)
@@ -90,6 +90,22 @@ def test_large_cells_the_network_knows_keep_the_full_size_pass():
     values, scale = predict_at_cell_scale(image, network, BAND, 0.5)
     assert scale.factor == 1.0 and scale.diameter == pytest.approx(60, rel=0.1)
     assert np.array_equal(values, network(image))
+
+
+def test_fragmented_means_broken_pieces_inside_the_reduced_cells():
+    whole, _ = disks(60, shape=(480, 480))
+    rims = BandNetwork()(whole)
+    scale = CellScale(0.25, 60.0)
+    assert is_fragmented(rims, whole, 0.5, scale)
+    # crowded cells that a coarse view merged into a few giant ones: too few cells for a verdict
+    small, _ = disks(20, shape=(480, 480), spacing=1.2)
+    clumps = ndi.binary_closing(small > 0.5, iterations=6).astype(np.float32)
+    assert not is_fragmented(small, clumps, 0.5, CellScale(0.1, 190.0))
+    assert is_fragmented(small, clumps, 0.5, CellScale(0.25, 60.0))  # as many cells as 54 of 60 px: a verdict
+    # cells the reduced pass missed: most of the full-size foreground lies outside its cells
+    some = whole.copy()
+    some[:, 240:] = 0.0
+    assert not is_fragmented(rims, some, 0.5, scale)
 
 
 def test_without_scaling_large_cells_are_outlines():

@@ -43,6 +43,25 @@ def test_stardist_example_counts_hold_from_half_to_four_times_the_size(stardist)
         assert regression[factor] == pytest.approx(STARDIST_NUCLEI, rel=0.3), regression
 
 
+@pytest.mark.parametrize("relative_path, truth", [
+    # 68 nuclei of ~12 px: the coarsest probe saw two clusters as cells of 130 px
+    ("dsb2018_fluo/images/f4c4db3df4ff0de90f44b027fc2e28c16bf7e5c75ea75b0a9762bbb7ac86e7a3.png", 68),
+    # 87 blurred, crowded cells of ~55 px, seen as clumps of 150 px by the probes
+    ("bbbc005/images/SIMCEPImages_P21_C87_F48_s08_w2.TIF", 87),
+])
+def test_clusters_seen_by_the_probes_do_not_shrink_the_image(shared_data, relative_path, truth):
+    from cellcount_core.images.image_io import read_image
+    from cellcount_core.objects.segmentation import segment_image
+    from cellcount_core.running.inference import predict_count_at_cell_scale
+
+    image = read_image(shared_data / relative_path)
+    result = segment_image(image, device="CPU")
+    count, scale = predict_count_at_cell_scale(image, device="CPU")
+    # before the cover and cell-count rules: shrunk about tenfold, 1 and 13 objects, regression counts 1.2 and 2.3
+    assert result.scale_factor == 1.0 and scale.factor == 1.0
+    assert result.count > 0.5 * truth and count > 0.5 * truth, (result.count, count)
+
+
 def test_dsb2018_detections_hold_when_enlarged(dsb_validation):
     from training.evaluate import summarize
 
