@@ -12,6 +12,7 @@ from cellcount_core.images.normalization import noise_sigma, percentile_range  #
 from cellcount_core.objects.segmentation import labels_from_probability, model_default_threshold  # noqa: E402
 from cellcount_core.objects.thresholds import apply_threshold  # noqa: E402
 from cellcount_core.running import device_tiles, gpu  # noqa: E402
+from cellcount_core.running.cpu_model import PRECISION_VARIABLE  # noqa: E402
 from cellcount_core.models.bundled import DEFAULT_COUNTER  # noqa: E402
 from cellcount_core.running.inference import clear_model_cache, predict_count, predict_probability  # noqa: E402
 from cellcount_core.running.tiling import plan_tiles  # noqa: E402
@@ -20,22 +21,30 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(autouse=True)
-def empty_cache():
+def empty_cache(monkeypatch):
+    """An empty model cache, and float32 on the CPU: both paths' inputs agree to float rounding, which bf16 would
+    amplify to its own precision (the bf16 CPU path is compared with float32 in test_cpu_model.py)."""
+    monkeypatch.setenv(PRECISION_VARIABLE, "float32")
     clear_model_cache()
     yield
     clear_model_cache()
 
 
-def both_paths(monkeypatch, image, model, **tiling):
-    """(host map, device-path map) of `predict_probability` on the CPU; fails unless the device path ran."""
-    host = predict_probability(image, model, "CPU", **tiling)
-    stitch, stitched = device_tiles.stitch, []
+def _host_and_device(monkeypatch, predict, device_step, image, model, **tiling):
+    """(host result, device-path result) of `predict` on the CPU; fails unless `device_tiles.<device_step>` ran."""
+    host = predict(image, model, "CPU", **tiling)
+    step, calls = getattr(device_tiles, device_step), []
     with monkeypatch.context() as patch:
         patch.setattr(device_tiles, "DEVICE_TYPES", ("cpu",))
-        patch.setattr(device_tiles, "stitch", lambda *args: stitched.append(1) or stitch(*args))
-        on_device = predict_probability(image, model, "CPU", **tiling)
-    assert stitched, "the device path was not taken"
+        patch.setattr(device_tiles, device_step, lambda *args: calls.append(1) or step(*args))
+        on_device = predict(image, model, "CPU", **tiling)
+    assert calls, "the device path was not taken"
     return host, on_device
+
+
+def both_paths(monkeypatch, image, model, **tiling):
+    """(host map, device-path map) of `predict_probability` on the CPU."""
+    return _host_and_device(monkeypatch, predict_probability, "stitch", image, model, **tiling)
 
 
 def rng_image(shape, dtype=np.uint16, high=4000, seed=0):
@@ -198,15 +207,8 @@ def test_colour_models_get_the_host_maps(tmp_path, monkeypatch):
 
 
 def count_both_paths(monkeypatch, image, model, **tiling):
-    """(host count, device-path count) of `predict_count` on the CPU; fails unless the device path ran."""
-    host = predict_count(image, model, "CPU", **tiling)
-    iterate, iterated = device_tiles.iter_tile_outputs, []
-    with monkeypatch.context() as patch:
-        patch.setattr(device_tiles, "DEVICE_TYPES", ("cpu",))
-        patch.setattr(device_tiles, "iter_tile_outputs", lambda *args: iterated.append(1) or iterate(*args))
-        on_device = predict_count(image, model, "CPU", **tiling)
-    assert iterated, "the device path was not taken"
-    return host, on_device
+    """(host count, device-path count) of `predict_count` on the CPU."""
+    return _host_and_device(monkeypatch, predict_count, "iter_tile_outputs", image, model, **tiling)
 
 
 @pytest.mark.data

@@ -23,7 +23,7 @@ def stardist(shared_data):
 def dsb_validation(shared_data):
     from training.threshold_tuning import select_samples
 
-    return select_samples("dsb2018", shared_data / "dsb2018_fluo", "val", limit=6)
+    return select_samples("dsb2018", shared_data / "dsb2018_fluo", "val", limit=12)
 
 
 def test_stardist_example_counts_hold_from_half_to_four_times_the_size(stardist):
@@ -82,6 +82,7 @@ def test_empty_fields_count_next_to_nothing(dsb_validation):
     assert {"noise", "constant", "background", "out of focus", "smoothed float"} <= kinds
     rows = empty_rows(fields, models, progress=False)
     recorded = [row for row in rows if row["kind"] != "smoothed float"]  # noise-free floats: a known limit
+    # one crop of sparse photon noise (values 0-13, 242 px) gave the segmenter 329 specks before SPECK_RATIO
     for method in models.method_names():
         counts = [row[f"{method}_count"] for row in recorded]
         assert np.mean(counts) <= 1.5, (method, counts)  # noise alone gave 374 objects before the noise floor
