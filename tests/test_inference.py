@@ -15,6 +15,7 @@ from cellcount_core.running.inference import (  # noqa: E402
     resolve_device,
 )
 from cellcount_core.models.model_files import ModelCard, save_model  # noqa: E402
+from cellcount_core.running.cpu_model import PRECISION_VARIABLE  # noqa: E402
 from cellcount_core.models.networks import create_model  # noqa: E402
 from cellcount_core.images.normalization import normalize_percentile  # noqa: E402
 
@@ -22,7 +23,10 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error
 
 
 @pytest.fixture(autouse=True)
-def empty_cache():
+def empty_cache(monkeypatch):
+    """An empty model cache, and float32 on the CPU: these tests compare tiled runs with whole-image float32 runs of
+    the saved network to 1e-5 (the bf16 CPU path is compared with float32 in test_cpu_model.py)."""
+    monkeypatch.setenv(PRECISION_VARIABLE, "float32")
     clear_model_cache()
     yield
     clear_model_cache()
