@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from cellcount_core.running.cell_scale import (PROBE_FACTORS, CellScale, diameter_in_probability, is_fragmented,
-                                               predict_at_cell_scale, resize_image, scale_factor)
-from cellcount_core.images.normalization import floor_range_on_noise, noise_sigma, percentile_range
+                                               is_specks, predict_at_cell_scale, resize_image, scale_factor)
+from cellcount_core.images.normalization import floor_range_on_noise, is_featureless, noise_sigma, percentile_range
 
 BAND = (8.0, 24.0)
 CENTRE = math.sqrt(8.0 * 24.0)
@@ -157,12 +157,17 @@ def test_the_noise_floor_keeps_an_empty_field_dim_and_leaves_real_images_alone()
     assert floor_range_on_noise(lo, hi, noise_sigma(cells), 40.0) == (lo, hi)
 
 
-def test_a_foreground_of_specks_is_noise_with_a_warning():
-    rng = np.random.default_rng(0)
-    specks = (rng.random((256, 256)) > 0.97).astype(np.float32)  # isolated pixels, diameter about 1 px
-    with pytest.warns(UserWarning, match="specks"):
-        values, scale = predict_at_cell_scale(specks, BandNetwork(), BAND, 0.5)
-    assert not values.any() and 0 < scale.diameter < 0.5 * BAND[0]
-    small, count = disks(6, shape=(256, 256))  # cells of 6 px, below the band but wider than specks
-    values, scale = predict_at_cell_scale(small, BandNetwork(), BAND, 0.5)
-    assert ndi.label(values > 0.5)[1] == count
+def test_specks_are_a_foreground_far_below_the_band():
+    assert is_specks(CellScale(1.0, 3.3), BAND)
+    assert not is_specks(CellScale(1.0, 0.5 * BAND[0]), BAND)
+    assert not is_specks(CellScale(1.0, 0.0), BAND)  # nothing found
+    assert not is_specks(CellScale(0.5, 3.3), BAND)  # a reduced pass: cells, seen small
+
+
+def test_featureless_fields_have_no_structure_wider_than_a_pixel():
+    rng = np.random.default_rng(1)
+    dark = rng.poisson(0.05, (200, 200)).astype(np.uint8) * 13  # scattered single photons, 13 grey levels each
+    assert is_featureless(dark, 0.0, 20.0)
+    dim_cells, _ = disks(3, shape=(200, 200))  # cells of 3 px survive the median
+    assert not is_featureless((dim_cells * 13).astype(np.uint8), 0.0, 20.0)
+    assert is_featureless((dim_cells * 11).astype(np.uint8), 0.0, 20.0)  # below 0.6 of the range

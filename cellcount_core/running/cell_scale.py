@@ -12,7 +12,6 @@ of a pass; 11-21 % more time measured). This module is numpy and OpenCV only: th
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,8 +21,8 @@ import numpy as np
 from cellcount_core.objects.diameter import estimate_diameter
 
 __all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SPECK_RATIO", "cell_scale",
-           "diameter_in_probability", "is_fragmented", "predict_at_cell_scale", "probe_diameter", "resize_image",
-           "scale_factor"]
+           "diameter_in_probability", "is_fragmented", "is_specks", "predict_at_cell_scale", "probe_diameter",
+           "resize_image", "scale_factor"]
 
 #: Coarse copies the network sees first, coarsest first: a probe that finds cells inside the band there
 #: reveals cells larger than the band at full size. Together they cost 1/64 + 1/16 of a full-size pass.
@@ -45,10 +44,10 @@ FRAGMENT_RATIO = 1.0
 #: the StarDist example and DSB2018 images enlarged x2-x4 hold 14-163. The cost: an image of fewer than 8 cells
 #: far larger than the band keeps its full-size pass (a Manual diameter brings it into the band).
 MIN_REDUCED_CELLS = 8
-#: An image whose whole foreground is specks narrower than this fraction of the band's smallest diameter holds
-#: noise, not cells the model can see (its probability map is returned empty, with a warning). Measured with the
-#: bundled segmenter: the 78 DSB2018 validation images' estimated diameters are 6.2 px and up, BBBC005's 26 px
-#: and up; background crops of DSB2018 images with sparse photon noise 0.9-3.3 px (up to 329 specks a field).
+#: A foreground whose estimated diameter is below this fraction of the band's smallest diameter is specks
+#: (:func:`is_specks`): photon noise, or cells far smaller than the model knows. Measured with the bundled
+#: segmenter: DSB2018 validation images 6.2 px and up (3.5 and up reduced x0.5), BBBC005 26 px and up; background
+#: crops of DSB2018 images with sparse photon noise 0.9-3.3 px (up to 329 specks in a field).
 SPECK_RATIO = 0.5
 
 
@@ -138,6 +137,11 @@ def _reduced_pass(image, run, band, threshold, estimate) -> tuple[np.ndarray, Ce
     return _resize_to(values, image.shape[:2]), CellScale(factor, seen / factor if seen > 0 else estimate)
 
 
+def is_specks(scale: CellScale, band: tuple[float, float]) -> bool:
+    """Whether a full-size pass found only specks: objects narrower than :data:`SPECK_RATIO` of the band's low end."""
+    return scale.factor == 1.0 and 0.0 < scale.diameter < SPECK_RATIO * band[0]
+
+
 def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, scale: CellScale) -> bool:
     """Whether the full-size pass breaks up the cells that the reduced pass (mapped back) sees whole.
 
@@ -210,8 +214,7 @@ def predict_at_cell_scale(
     probes (:data:`PROBE_FACTORS`) and, when they see nothing, a full-size pass estimate the diameter; cells in
     the band or smaller keep the full-size pass. For larger cells the image is also run reduced into the band,
     and the reduced pass is kept only where the full-size pass breaks the cells up (:func:`is_fragmented`): a
-    network trained on large cells of one kind keeps them whole at full size, with more detail. A foreground
-    of specks only (:data:`SPECK_RATIO`) gives an empty map and a warning.
+    network trained on large cells of one kind keeps them whole at full size, with more detail.
     """
     shape = image.shape[:2]
     if diameter is not None:
@@ -222,12 +225,6 @@ def predict_at_cell_scale(
         return _reduced_or_full_size(image, run, band, threshold, estimate)
     full_size = run(image)
     estimate = diameter_in_probability(full_size, threshold)
-    if 0.0 < estimate < SPECK_RATIO * band[0]:
-        warnings.warn(f"The network's foreground in this image is specks of {estimate:.1f} px, less than half the "
-                      f"smallest cell diameter the model knows ({band[0]:g} px): taken for noise, no cells. If they "
-                      "are cells, give their diameter (cell size Manual, or --cell-size PIXELS) so that they are "
-                      "enlarged into the model's range.", stacklevel=2)
-        return np.zeros_like(full_size), CellScale(1.0, estimate)
     if estimate <= band[1]:  # an estimated size never enlarges an image: noise would become cell-sized blobs
         return full_size, CellScale(1.0, estimate)
     return _reduced_or_full_size(image, run, band, threshold, estimate, full_size)

@@ -14,9 +14,10 @@ from cellcount_core.running.cpu_model import cpu_model
 from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
-from cellcount_core.running.cell_scale import CellScale, cell_scale, predict_at_cell_scale, resize_image, scale_factor
-from cellcount_core.images.normalization import (floor_range_on_noise, noise_sigma, percentile_range, scale_to_range,
-                                                  to_grayscale, to_rgb)
+from cellcount_core.running.cell_scale import (CellScale, cell_scale, is_specks, predict_at_cell_scale, resize_image,
+                                               scale_factor)
+from cellcount_core.images.normalization import (floor_range_on_noise, is_featureless, noise_sigma, percentile_range,
+                                                  scale_to_range, to_grayscale, to_rgb)
 from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, resolve_tiling, stitch
 
 DEVICE_CHOICES = ("Auto", "CPU", "GPU")
@@ -401,7 +402,9 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     """`predict_probability` with the image resized so that its cells fall in the model's diameter band.
 
     See :func:`cellcount_core.running.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
-    runs at the image's own scale.
+    runs at the image's own scale. With ``cell_size="auto"``, a field where the network finds only specks
+    (`cell_scale.is_specks`) and whose normalized image is featureless (`normalization.is_featureless`: sparse
+    photon noise in a dark field) gets an all-zero map.
 
     Parameters
     ----------
@@ -421,8 +424,23 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     run, card = _segmenter_runner(model, device, tile_size, overlap, batch_size, progress)
     if card.diameter_band is None or diameter is False:
         return run(image), CellScale(1.0, diameter or 0.0)
-    threshold = float(card.default_threshold["value"])
-    return predict_at_cell_scale(np.asarray(image), run, tuple(card.diameter_band), threshold, diameter)
+    image, band = np.asarray(image), tuple(card.diameter_band)
+    probability, scale = predict_at_cell_scale(image, run, band, float(card.default_threshold["value"]), diameter)
+    if diameter is None and is_specks(scale, band) and _is_empty_field(image, card):
+        probability = np.zeros_like(probability)
+    return probability, scale
+
+
+def _is_empty_field(image, card):
+    """Whether the image, normalized as the card says (noise floor included), is featureless
+    (`normalization.is_featureless`); False for cards without a noise floor."""
+    low, high, min_range_over_noise = _percentile_settings(card)
+    if min_range_over_noise is None:
+        return False
+    gray = to_grayscale(image)
+    lo, hi = percentile_range(gray, low, high)
+    lo, hi = floor_range_on_noise(lo, hi, noise_sigma(gray), min_range_over_noise)
+    return is_featureless(gray, lo, hi)
 
 
 def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
