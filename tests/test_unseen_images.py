@@ -65,10 +65,12 @@ def test_clusters_seen_by_the_probes_do_not_shrink_the_image(shared_data, relati
 def test_specks_of_photon_noise_are_no_cells_but_tiny_nuclei_are(shared_data, dsb_validation):
     from cellcount_core.images.image_io import read_image
     from cellcount_core.objects.segmentation import segment_image
+    from cellcount_core.running.inference import predict_count_at_cell_scale
 
     crops = [image for kind, image in empty_fields(dsb_validation, side=128) if kind == "background"]
     dark = max(crops, key=lambda crop: crop.shape[0])  # 242 px of scattered photons: 329 specks before
     assert segment_image(dark, device="CPU").count == 0
+    assert predict_count_at_cell_scale(dark, device="CPU")[0] == 0.0  # 14.3 before
     nuclei = read_image(shared_data / "dsb2018_fluo/images/3852c7e45bd885b9537e276861ab50b99bb42f0f8e717d2f88174c62862ca3ff.png")
     reduced, _ = resize_pair(nuclei, np.zeros(nuclei.shape[:2], np.int32), 0.5)  # nuclei of about 5 px
     assert segment_image(reduced, device="CPU").count > 0.7 * 56

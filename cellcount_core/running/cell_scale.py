@@ -138,8 +138,9 @@ def _reduced_pass(image, run, band, threshold, estimate) -> tuple[np.ndarray, Ce
 
 
 def is_specks(scale: CellScale, band: tuple[float, float]) -> bool:
-    """Whether a full-size pass found only specks: objects narrower than :data:`SPECK_RATIO` of the band's low end."""
-    return scale.factor == 1.0 and 0.0 < scale.diameter < SPECK_RATIO * band[0]
+    """Whether a full-size pass found nothing but specks: objects narrower than :data:`SPECK_RATIO` of the band's
+    low end, or none at all."""
+    return scale.factor == 1.0 and scale.diameter < SPECK_RATIO * band[0]
 
 
 def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, scale: CellScale) -> bool:

@@ -14,8 +14,8 @@ from cellcount_core.running.cpu_model import cpu_model
 from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
-from cellcount_core.running.cell_scale import (CellScale, cell_scale, is_specks, predict_at_cell_scale, resize_image,
-                                               scale_factor)
+from cellcount_core.running.cell_scale import (CellScale, cell_scale, diameter_in_probability, is_specks,
+                                               predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import (floor_range_on_noise, is_featureless, noise_sigma, percentile_range,
                                                   scale_to_range, to_grayscale, to_rgb)
 from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, resolve_tiling, stitch
@@ -426,12 +426,12 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
         return run(image), CellScale(1.0, diameter or 0.0)
     image, band = np.asarray(image), tuple(card.diameter_band)
     probability, scale = predict_at_cell_scale(image, run, band, float(card.default_threshold["value"]), diameter)
-    if diameter is None and is_specks(scale, band) and _is_empty_field(image, card):
+    if diameter is None and is_specks(scale, band) and _is_featureless(image, card):
         probability = np.zeros_like(probability)
     return probability, scale
 
 
-def _is_empty_field(image, card):
+def _is_featureless(image, card):
     """Whether the image, normalized as the card says (noise floor included), is featureless
     (`normalization.is_featureless`); False for cards without a noise floor."""
     low, high, min_range_over_noise = _percentile_settings(card)
@@ -451,7 +451,8 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     its coarse probes, about 8 % of a segmenter pass, and where they see large cells a full-size and a reduced
     pass). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
     resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a
-    ``diameter_band`` run at the image's own scale.
+    ``diameter_band`` run at the image's own scale. A featureless field (`normalization.is_featureless`) where the
+    probes see nothing runs a full-size segmenter pass: if it finds nothing but specks, the count is 0.
 
     Parameters
     ----------
@@ -476,8 +477,12 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     image = np.asarray(image)
     if diameter is None:
         run, seg_card = _segmenter_runner(segmenter, device, tile_size, overlap, batch_size, False)
-        scale = cell_scale(image, run, tuple(seg_card.diameter_band or card.diameter_band),
-                           float(seg_card.default_threshold["value"]))
+        band = tuple(seg_card.diameter_band or card.diameter_band)
+        threshold = float(seg_card.default_threshold["value"])
+        scale = cell_scale(image, run, band, threshold)
+        if scale.diameter == 0.0 and _is_featureless(image, seg_card) \
+                and is_specks(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
+            return 0.0, scale
     else:
         scale = CellScale(scale_factor(diameter, tuple(card.diameter_band)), diameter)
     return predict_count(resize_image(image, scale.factor), **count_options), scale
