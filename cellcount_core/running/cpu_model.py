@@ -30,8 +30,8 @@ def native_bf16():
     """Whether this CPU has bf16 instructions (avx512_bf16 or AMX) and the user has not asked for float32."""
     if os.environ.get(PRECISION_VARIABLE, "").strip().lower() == "float32":
         return False
-    return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
-                                                     or torch.cpu._is_amx_tile_supported())
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.backends.mkldnn.is_available() and any(probe() for probe in probes if probe is not None)
 
 
 def fold_batch_norms(network):
