@@ -123,8 +123,8 @@ def segment_image(
     image: np.ndarray,
     model: str = "default",
     device: str = "Auto",
-    tile_size: int = 512,
-    batch_size: int = 4,
+    tile_size: int | str = "auto",
+    batch_size: int | None = None,
     *,
     overlap: int | None = None,
     progress: bool = False,
@@ -142,7 +142,8 @@ def segment_image(
     device : str
         ``"Auto"``, ``"CPU"`` or ``"GPU"``; see :func:`cellcount_core.running.inference.resolve_device`.
     tile_size, batch_size, overlap, progress
-        Tiling and batching of :func:`cellcount_core.running.inference.predict_probability`.
+        Tiling and batching of :func:`cellcount_core.running.inference.predict_probability` ("auto": the size
+        measured fastest for the device).
     cell_size : "auto", "off" or float
         How the image is brought to the model's cell size: estimated (the default), not at all, or from this
         typical cell diameter in pixels; see
