@@ -8,7 +8,8 @@ from scipy import ndimage as ndi
 
 from cellcount_core.running.cell_scale import (PROBE_FACTORS, CellScale, diameter_in_probability, is_fragmented,
                                                is_specks, predict_at_cell_scale, resize_image, scale_factor)
-from cellcount_core.images.normalization import floor_range_on_noise, is_featureless, noise_sigma, percentile_range
+from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, noise_sigma,
+                                                  percentile_range)
 
 BAND = (8.0, 24.0)
 CENTRE = math.sqrt(8.0 * 24.0)
@@ -167,7 +168,10 @@ def test_specks_are_a_foreground_far_below_the_band():
 def test_featureless_fields_have_no_structure_wider_than_a_pixel():
     rng = np.random.default_rng(1)
     dark = rng.poisson(0.05, (200, 200)).astype(np.uint8) * 13  # scattered single photons, 13 grey levels each
-    assert is_featureless(dark, 0.0, 20.0)
+    level = featureless_level(0.0, 0.5, 40)  # 12 grey levels: 0.6 of a noise floor of 40 sigma
+    assert is_featureless(dark, level)
+    dark[:2, :2] = [[13, 13], [0, 13]]  # three photons in a corner: still specks (no border pixel is repeated)
+    assert is_featureless(dark, level)
     dim_cells, _ = disks(3, shape=(200, 200))  # cells of 3 px survive the median
-    assert not is_featureless((dim_cells * 13).astype(np.uint8), 0.0, 20.0)
-    assert is_featureless((dim_cells * 11).astype(np.uint8), 0.0, 20.0)  # below 0.6 of the range
+    assert not is_featureless((dim_cells * 13).astype(np.uint8), level)
+    assert is_featureless((dim_cells * 11).astype(np.uint8), level)

@@ -166,26 +166,37 @@ def floor_range_on_noise(lo, hi, sigma, min_range_over_noise):
     return lo, max(hi, lo + min_range_over_noise * sigma)
 
 
-#: A field is featureless when its 3 x 3 median stays below this fraction of the normalization range. Measured on
-#: 12 DSB2018 validation images, also reduced x0.5 (nuclei of 3-5 px): the median's maximum is 1.07 and up; their
-#: background crops 0.10-0.50 (one of sparse photon noise 0.35, where its single bright pixels reach 0.65), except
-#: one that holds part of an unlabelled nucleus (1.05).
+#: A field, or an object, is featureless when its 3 x 3 median stays below this fraction of the noise floor's range
+#: (`min_range_over_noise` noise standard deviations above the low percentile). Measured in noise standard
+#: deviations (40 x 0.6 = 24) on DSB2018 validation images reduced x0.5 (26 images, nuclei of 3-5 px): the
+#: objects' medians peak at 10-466, most above 17-24; sparse photon noise in dark background crops at 14 at most
+#: (a crop of 401 specks); a crop's unlabelled nucleus at 28.
 FEATURELESS_LEVEL = 0.6
 
 
-def is_featureless(gray, lo, hi):
-    """Whether nothing wider than a pixel rises `FEATURELESS_LEVEL` of the way from `lo` to `hi`.
-
-    A 3 x 3 median removes isolated bright pixels (photon noise in a dark field) and keeps cells of three pixels
-    and more, so a field whose median stays low holds no cells, however bright its single pixels.
-    """
+def median_3x3(gray):
+    """The 3 x 3 median of a gray image, the image's minimum all around it (OpenCV's own border repeats the edge
+    pixels, and a mirrored one repeats their neighbours: a speck near a corner would count four times). Removes
+    isolated bright pixels, photon noise in a dark field; keeps cells of three pixels and more."""
     gray = np.asarray(gray)
     if gray.dtype not in (np.uint8, np.uint16, np.float32):
         gray = gray.astype(np.float32)
-    if min(gray.shape) < 3:
-        return float(gray.max()) < lo + FEATURELESS_LEVEL * (hi - lo)
-    median = cv2.medianBlur(gray, 3)[1:-1, 1:-1]  # OpenCV replicates the border: a corner pixel would count 4 times
-    return float(median.max()) < lo + FEATURELESS_LEVEL * (hi - lo)
+    if min(gray.shape) < 2:
+        return gray
+    padded = cv2.copyMakeBorder(gray, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=float(gray.min()))
+    return cv2.medianBlur(padded, 3)[1:-1, 1:-1]
+
+
+def featureless_level(lo, sigma, min_range_over_noise):
+    """The intensity a 3 x 3 median must reach to be a feature: `FEATURELESS_LEVEL` of the noise floor's range
+    above `lo`."""
+    return lo + FEATURELESS_LEVEL * min_range_over_noise * sigma
+
+
+def is_featureless(gray, level):
+    """Whether nothing wider than a pixel (`median_3x3`) rises to `level` (`featureless_level`): a field whose
+    median stays low holds no cells, however bright its single pixels."""
+    return float(median_3x3(gray).max()) < level
 
 
 def scale_to_range(values, lo, hi, clip=CLIP_RANGE):

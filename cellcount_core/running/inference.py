@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from cellcount_core.running import device_tiles, gpu
 from cellcount_core.running.cpu_model import cpu_model
@@ -16,8 +17,8 @@ from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
 from cellcount_core.running.cell_scale import (CellScale, cell_scale, diameter_in_probability, is_specks,
                                                predict_at_cell_scale, resize_image, scale_factor)
-from cellcount_core.images.normalization import (floor_range_on_noise, is_featureless, noise_sigma, percentile_range,
-                                                  scale_to_range, to_grayscale, to_rgb)
+from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, median_3x3,
+                                                  noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb)
 from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, resolve_tiling, stitch
 
 DEVICE_CHOICES = ("Auto", "CPU", "GPU")
@@ -402,9 +403,9 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     """`predict_probability` with the image resized so that its cells fall in the model's diameter band.
 
     See :func:`cellcount_core.running.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
-    runs at the image's own scale. With ``cell_size="auto"``, a field where the network finds only specks
-    (`cell_scale.is_specks`) and whose normalized image is featureless (`normalization.is_featureless`: sparse
-    photon noise in a dark field) gets an all-zero map.
+    runs at the image's own scale. With ``cell_size="auto"``, where the network finds only specks
+    (`cell_scale.is_specks`), the objects under which the image is featureless (its 3 x 3 median stays low:
+    sparse photon noise in a dark field) are erased from the map.
 
     Parameters
     ----------
@@ -426,21 +427,42 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
         return run(image), CellScale(1.0, diameter or 0.0)
     image, band = np.asarray(image), tuple(card.diameter_band)
     probability, scale = predict_at_cell_scale(image, run, band, float(card.default_threshold["value"]), diameter)
-    if diameter is None and is_specks(scale, band) and _is_featureless(image, card):
-        probability = np.zeros_like(probability)
+    if diameter is None and is_specks(scale, band):
+        probability = _without_featureless_objects(image, probability, card)
     return probability, scale
 
 
-def _is_featureless(image, card):
-    """Whether the image, normalized as the card says (noise floor included), is featureless
-    (`normalization.is_featureless`); False for cards without a noise floor."""
+def _feature_level(image, card):
+    """(gray image, `normalization.featureless_level`) of the image normalized as the card says; None for cards
+    without a noise floor."""
     low, high, min_range_over_noise = _percentile_settings(card)
     if min_range_over_noise is None:
-        return False
+        return None
     gray = to_grayscale(image)
-    lo, hi = percentile_range(gray, low, high)
-    lo, hi = floor_range_on_noise(lo, hi, noise_sigma(gray), min_range_over_noise)
-    return is_featureless(gray, lo, hi)
+    lo, _ = percentile_range(gray, low, high)
+    return gray, featureless_level(lo, noise_sigma(gray), min_range_over_noise)
+
+
+def _is_featureless(image, card):
+    """Whether the image is featureless (`normalization.is_featureless`); False for cards without a noise floor."""
+    measured = _feature_level(image, card)
+    return measured is not None and is_featureless(*measured)
+
+
+def _without_featureless_objects(image, probability, card):
+    """The map with every object erased (all it covers above half the card's threshold) whose 3 x 3 median of
+    the image stays below `normalization.featureless_level`: specks of photon noise, not cells."""
+    measured = _feature_level(image, card)
+    if measured is None:
+        return probability
+    gray, level = measured
+    count, objects = cv2.connectedComponents((probability > 0.5 * card.default_threshold["value"]).view(np.uint8))
+    if count == 1:
+        return probability
+    peaks = np.asarray(ndi.maximum(median_3x3(gray), objects, np.arange(count)))
+    featureless = peaks < level
+    featureless[0] = False
+    return np.where(featureless[objects], np.float32(0.0), probability)
 
 
 def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
