@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellcount_core.running.cell_scale import (PROBE_FACTORS, CellScale, diameter_in_probability, is_fragmented,
-                                               is_specks, predict_at_cell_scale, resize_image, scale_factor)
+from cellcount_core.running.cell_scale import (MIN_SIDE, PROBE_FACTORS, CellScale, diameter_in_probability,
+                                               is_fragmented, is_specks, predict_at_cell_scale, resize_image,
+                                               scale_factor)
 from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, noise_sigma,
                                                   percentile_range)
 
@@ -69,8 +70,10 @@ def test_cells_inside_the_band_run_once_at_full_size():
     assert scale.factor == 1.0
     assert scale.diameter == pytest.approx(16, rel=0.1)
     assert np.array_equal(values, network(image))
-    # the probes ran on copies of 1/64 and 1/16 of the pixels, then one full-size pass
-    assert network.sizes[-2] == image.shape and len(network.sizes) == len(PROBE_FACTORS) + 2
+    # the probes ran on copies of 1/64 and 1/16 of the pixels (1/256 would be under MIN_SIDE), then one full-size pass
+    probes = [factor for factor in PROBE_FACTORS if min(image.shape) * factor >= MIN_SIDE]
+    assert len(probes) == 2
+    assert network.sizes[-2] == image.shape and len(network.sizes) == len(probes) + 2
 
 
 @pytest.mark.parametrize("diameter", [40, 80, 120])
