@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from cellcount_core.running import device_tiles, gpu
 from cellcount_core.running.cpu_model import cpu_model
@@ -17,8 +16,9 @@ from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
 from cellcount_core.running.cell_scale import (CellScale, cell_scale, diameter_in_probability, is_specks,
                                                predict_at_cell_scale, resize_image, scale_factor)
-from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, median_3x3,
-                                                  noise_sigma, percentile_range, scale_to_range, to_grayscale, to_rgb)
+from cellcount_core.images.normalization import (floor_range_on_noise, noise_sigma, percentile_range, scale_to_range,
+                                                  to_grayscale, to_rgb)
+from cellcount_core.running.empty_fields import is_featureless_field, without_featureless_objects
 from cellcount_core.running.tiling import iter_tile_outputs, plan_tiles, resolve_tiling, stitch
 
 DEVICE_CHOICES = ("Auto", "CPU", "GPU")
@@ -404,8 +404,8 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
 
     See :func:`cellcount_core.running.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
     runs at the image's own scale. With ``cell_size="auto"``, where the network finds only specks
-    (`cell_scale.is_specks`), the objects under which the image is featureless (its 3 x 3 median stays low:
-    sparse photon noise in a dark field) are erased from the map.
+    (`cell_scale.is_specks`), the objects under which the image is featureless (`empty_fields`: its 3 x 3
+    median stays low, sparse photon noise in a dark field) are erased from the map.
 
     Parameters
     ----------
@@ -428,41 +428,9 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     image, band = np.asarray(image), tuple(card.diameter_band)
     probability, scale = predict_at_cell_scale(image, run, band, float(card.default_threshold["value"]), diameter)
     if diameter is None and is_specks(scale, band):
-        probability = _without_featureless_objects(image, probability, card)
+        probability = without_featureless_objects(image, probability, _percentile_settings(card),
+                                                  0.5 * card.default_threshold["value"])
     return probability, scale
-
-
-def _feature_level(image, card):
-    """(gray image, `normalization.featureless_level`) of the image normalized as the card says; None for cards
-    without a noise floor."""
-    low, high, min_range_over_noise = _percentile_settings(card)
-    if min_range_over_noise is None:
-        return None
-    gray = to_grayscale(image)
-    lo, _ = percentile_range(gray, low, high)
-    return gray, featureless_level(lo, noise_sigma(gray), min_range_over_noise)
-
-
-def _is_featureless(image, card):
-    """Whether the image is featureless (`normalization.is_featureless`); False for cards without a noise floor."""
-    measured = _feature_level(image, card)
-    return measured is not None and is_featureless(*measured)
-
-
-def _without_featureless_objects(image, probability, card):
-    """The map with every object erased (all it covers above half the card's threshold) whose 3 x 3 median of
-    the image stays below `normalization.featureless_level`: specks of photon noise, not cells."""
-    measured = _feature_level(image, card)
-    if measured is None:
-        return probability
-    gray, level = measured
-    count, objects = cv2.connectedComponents((probability > 0.5 * card.default_threshold["value"]).view(np.uint8))
-    if count == 1:
-        return probability
-    peaks = np.asarray(ndi.maximum(median_3x3(gray), objects, np.arange(count)))
-    featureless = peaks < level
-    featureless[0] = False
-    return np.where(featureless[objects], np.float32(0.0), probability)
 
 
 def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
@@ -473,8 +441,8 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     its coarse probes, about 8 % of a segmenter pass, and where they see large cells a full-size and a reduced
     pass). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
     resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a
-    ``diameter_band`` run at the image's own scale. A featureless field (`normalization.is_featureless`) where the
-    probes see nothing runs a full-size segmenter pass: if it finds nothing but specks, the count is 0.
+    ``diameter_band`` run at the image's own scale. A featureless field (`empty_fields.is_featureless_field`)
+    where the probes see nothing runs a full-size segmenter pass: if it finds nothing but specks, the count is 0.
 
     Parameters
     ----------
@@ -502,7 +470,7 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
         band = tuple(seg_card.diameter_band or card.diameter_band)
         threshold = float(seg_card.default_threshold["value"])
         scale = cell_scale(image, run, band, threshold)
-        if scale.diameter == 0.0 and _is_featureless(image, seg_card) \
+        if scale.diameter == 0.0 and is_featureless_field(image, _percentile_settings(seg_card)) \
                 and is_specks(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
             return 0.0, scale
     else:
