@@ -99,13 +99,12 @@ def test_large_cells_the_network_knows_keep_the_full_size_pass():
 def test_fragmented_needs_enough_reduced_cells_for_a_verdict():
     whole, _ = disks(60, shape=(480, 480))
     rims = BandNetwork()(whole)
-    scale = CellScale(0.25, 60.0)
-    assert is_fragmented(rims, whole, 0.5, scale)
+    assert is_fragmented(rims, whole, 0.5, 60.0)
     # crowded cells that a coarse view merged into a few giant ones: too few cells for a verdict
     small, _ = disks(20, shape=(480, 480), spacing=1.2)
     clumps = ndi.binary_closing(small > 0.5, iterations=6).astype(np.float32)
-    assert not is_fragmented(small, clumps, 0.5, CellScale(0.1, 190.0))
-    assert is_fragmented(small, clumps, 0.5, CellScale(0.25, 60.0))  # as many cells as 54 of 60 px: a verdict
+    assert not is_fragmented(small, clumps, 0.5, 190.0)
+    assert is_fragmented(small, clumps, 0.5, 60.0)  # as many cells as 54 of 60 px: a verdict
 
 
 def test_without_scaling_large_cells_are_outlines():

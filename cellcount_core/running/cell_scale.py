@@ -145,7 +145,7 @@ def is_specks(scale: CellScale, band: tuple[float, float]) -> bool:
     return scale.factor == 1.0 and scale.diameter < SPECK_RATIO * band[0]
 
 
-def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, scale: CellScale) -> bool:
+def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, diameter: float) -> bool:
     """Whether the full-size pass breaks up the cells that the reduced pass (mapped back) sees whole.
 
     A network shown cells much larger than it knows marks their rims and textured insides only, in many pieces:
@@ -155,16 +155,15 @@ def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, 
     fewer than :data:`MIN_REDUCED_CELLS` cells, they are taken for clumps of smaller cells and the full-size
     pass is kept.
 
-    `reduced` is the reduced pass mapped back to the image's size and `scale` its factor and cell diameter.
+    `reduced` is the reduced pass mapped back to the image's size.
     """
     reduced_mask = reduced > threshold
-    full_mask = full_size > threshold
-    if not reduced_mask.any() or not full_mask.any() or not scale.diameter > 0:
+    if not reduced_mask.any() or not diameter > 0:
         return False
-    cells = max(_pieces(reduced_mask), np.count_nonzero(reduced_mask) / (np.pi * scale.diameter**2 / 4.0))
+    cells = max(_pieces(reduced_mask), np.count_nonzero(reduced_mask) / (np.pi * diameter**2 / 4.0))
     if cells < MIN_REDUCED_CELLS:
         return False
-    return _pieces(full_mask) > FRAGMENT_RATIO * cells
+    return _pieces(full_size > threshold) > FRAGMENT_RATIO * cells
 
 
 def _pieces(mask: np.ndarray) -> int:
@@ -177,7 +176,7 @@ def _reduced_or_full_size(image, run, band, threshold, estimate, full_size=None)
     unless given) is fragmented, else the full-size pass."""
     reduced, scale = _reduced_pass(image, run, band, threshold, estimate)
     full_size = run(image) if full_size is None else full_size
-    if is_fragmented(full_size, reduced, threshold, scale):
+    if is_fragmented(full_size, reduced, threshold, scale.diameter):
         return reduced, scale
     return full_size, CellScale(1.0, diameter_in_probability(full_size, threshold))
 

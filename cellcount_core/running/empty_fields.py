@@ -16,21 +16,22 @@ from cellcount_core.images.normalization import (featureless_level, is_featurele
 __all__ = ["feature_level", "is_featureless_field", "without_featureless_objects"]
 
 
-def feature_level(image, normalization):
+def feature_level(image, normalization, noise=None):
     """(gray image, `normalization.featureless_level`) for a model's percentile normalization
-    ``(low, high, min_range_over_noise)``; None without a noise floor (``min_range_over_noise`` None)."""
+    ``(low, high, min_range_over_noise)``; None without a noise floor (``min_range_over_noise`` None). `noise`
+    is the gray image's `normalization.noise_sigma` where already measured."""
     low, high, min_range_over_noise = normalization
     if min_range_over_noise is None:
         return None
     gray = to_grayscale(image)
     lo, _ = percentile_range(gray, low, high)
-    return gray, featureless_level(lo, noise_sigma(gray), min_range_over_noise)
+    return gray, featureless_level(lo, noise_sigma(gray) if noise is None else noise, min_range_over_noise)
 
 
-def is_featureless_field(image, normalization):
+def is_featureless_field(image, normalization, noise=None):
     """Whether nothing in the image rises to the featureless level (`normalization.is_featureless`); False
-    without a noise floor."""
-    measured = feature_level(image, normalization)
+    without a noise floor. `noise` as in `feature_level`."""
+    measured = feature_level(image, normalization, noise)
     return measured is not None and is_featureless(*measured)
 
 

@@ -152,20 +152,21 @@ def _percentile_settings(card):
     return normalization.get("low", 1.0), normalization.get("high", 99.8), normalization.get("min_range_over_noise")
 
 
-def _image_input(image, card):
+def _image_input(image, card, noise=None):
     """The model input as a C x H x W view of the image, and a function that normalizes a batch of its tiles.
 
     Gray, or RGB for ``in_channels=3`` models; the percentiles are those of the whole image, so normalizing
     tile by tile gives the same values as `normalize_percentile` without a normalized copy of the image. A
     card's ``min_range_over_noise`` keeps the range at least that many noise standard deviations wide, so
-    that an empty field's noise is not stretched to full contrast.
+    that an empty field's noise is not stretched to full contrast (`noise`: the gray image's noise standard
+    deviation, where already measured).
     """
     low, high, min_range_over_noise = _percentile_settings(card)
     image = to_rgb(image) if card.params.get("in_channels", 1) == 3 else to_grayscale(image)
     lo, hi = percentile_range(image, low, high)
     if min_range_over_noise is not None:
         gray = image if image.ndim == 2 else image.mean(axis=-1, dtype=np.float32)
-        lo, hi = floor_range_on_noise(lo, hi, noise_sigma(gray), min_range_over_noise)
+        lo, hi = floor_range_on_noise(lo, hi, noise_sigma(gray) if noise is None else noise, min_range_over_noise)
     inputs = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
     return inputs, lambda batch: scale_to_range(batch, lo, hi)
 
@@ -311,7 +312,7 @@ def _count_on_device(image, network, card, tile_size, overlap, batch_size, progr
 
 
 def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
-                  batch_size=None, progress=False):
+                  batch_size=None, progress=False, *, noise=None):
     """Number of cells that a counting model sees in a mask or an image.
 
     Models whose card has ``input == "mask"`` get the input binarized (non-zero is foreground); ``"image"``
@@ -328,6 +329,9 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
         Bundled model name ("default" is the bundled nuclei counter) or a model file path.
     device, tile_size, overlap, batch_size, progress
         As in `predict_probability` (tiling applies to density counters only).
+    noise : float, optional
+        The gray image's `normalization.noise_sigma`, where the caller has measured it, so that the host path
+        does not measure it again (the CUDA path measures it on the device).
 
     Returns
     -------
@@ -350,7 +354,7 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
             return max(_count_on_device(image_or_mask, network, card, tile_size, overlap, batch_size, progress), 0.0)
         finally:
             gpu.release_cached_memory(torch_device)
-    inputs, prepare = _mask_input(image_or_mask) if card.input == "mask" else _image_input(image_or_mask, card)
+    inputs, prepare = _mask_input(image_or_mask) if card.input == "mask" else _image_input(image_or_mask, card, noise)
     try:
         if card.input_size:
             height, width = card.input_size
@@ -470,9 +474,11 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
         band = tuple(seg_card.diameter_band or card.diameter_band)
         threshold = float(seg_card.default_threshold["value"])
         scale = cell_scale(image, run, band, threshold)
-        if scale.diameter == 0.0 and is_featureless_field(image, _percentile_settings(seg_card)) \
-                and is_specks(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
-            return 0.0, scale
+        if scale.diameter == 0.0:  # the counter runs on the image itself: its noise is measured once, here
+            count_options["noise"] = noise_sigma(to_grayscale(image))
+            if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]) \
+                    and is_specks(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
+                return 0.0, scale
     else:
         scale = CellScale(scale_factor(diameter, tuple(card.diameter_band)), diameter)
     return predict_count(resize_image(image, scale.factor), **count_options), scale
