@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellcount_core.running.cell_scale import (MIN_SIDE, PROBE_FACTORS, CellScale, diameter_in_probability,
-                                               is_fragmented, is_specks, predict_at_cell_scale, resize_image,
+from cellcount_core.running.cell_scale import (DENSITY_ENLARGEMENT, MAX_ENLARGED_PIXELS, MIN_SIDE, PROBE_FACTORS,
+                                               SMALL_DENSITY_DIAMETER, CellScale, counter_enlargement,
+                                               density_diameter, diameter_in_probability, is_fragmented, is_specks, predict_at_cell_scale, resize_image,
                                                scale_factor)
 from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, noise_sigma,
                                                   percentile_range)
@@ -177,3 +178,29 @@ def test_featureless_fields_have_no_structure_wider_than_a_pixel():
     dim_cells, _ = disks(3, shape=(200, 200))  # cells of 3 px survive the median
     assert not is_featureless((dim_cells * 13).astype(np.uint8), level)
     assert is_featureless((dim_cells * 11).astype(np.uint8), level)
+
+
+@pytest.mark.parametrize("diameter", [4.0, 12.0, 30.0])
+def test_density_diameter_of_unit_masses_spread_over_disks(diameter):
+    image, count = disks(diameter, spacing=2.5)
+    labels, found = ndi.label(image > 0)
+    areas = np.bincount(labels.ravel())[1:]
+    density = (image > 0) / areas[np.maximum(labels - 1, 0)] * (labels > 0)  # unit mass per disk
+    assert found == count and density.sum() == pytest.approx(count)
+    measured = density_diameter(float(density.sum()), float(np.square(density).sum()))
+    assert measured == pytest.approx(diameter, rel=0.1)  # pixelated disks: area within a few per cent of pi d^2/4
+
+
+def test_an_empty_density_map_has_no_diameter():
+    assert density_diameter(0.0, 0.0) == 0.0
+    assert density_diameter(-0.1, 0.0) == 0.0
+
+
+def test_the_counter_enlarges_only_small_cells_within_the_size_limit():
+    small = 0.9 * SMALL_DENSITY_DIAMETER
+    assert counter_enlargement(small, (520, 696)) == DENSITY_ENLARGEMENT
+    assert counter_enlargement(SMALL_DENSITY_DIAMETER, (520, 696)) == 1.0
+    assert counter_enlargement(0.0, (520, 696)) == 1.0  # an empty map
+    side = int(math.sqrt(MAX_ENLARGED_PIXELS) / DENSITY_ENLARGEMENT)
+    assert counter_enlargement(small, (side, side)) == DENSITY_ENLARGEMENT
+    assert counter_enlargement(small, (side + 1, side + 1)) == 1.0

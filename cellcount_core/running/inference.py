@@ -14,7 +14,8 @@ from cellcount_core.running.cpu_model import cpu_model
 from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
-from cellcount_core.running.cell_scale import (CellScale, cell_scale, diameter_in_probability, is_specks,
+from cellcount_core.running.cell_scale import (CellScale, cell_scale, counter_enlargement, density_diameter,
+                                               diameter_in_probability, is_specks,
                                                predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import (floor_range_on_noise, noise_sigma, percentile_range, scale_to_range,
                                                   to_grayscale, to_rgb)
@@ -304,11 +305,12 @@ def _probability_on_device(image, network, card, tile_size, overlap, batch_size,
 
 
 def _count_on_device(image, network, card, tile_size, overlap, batch_size, progress):
-    """`predict_count` of a density counter of images with the image uploaded once: the tiles' kept densities
-    are summed on the device, and one number comes back."""
+    """The sum and the sum of squares of a density counter's map of an image (`_density_sums`), with the image
+    uploaded once: the tiles' kept densities are summed on the device, and two numbers come back."""
     inputs, plan, normalize, forward = _tiles_on_device(image, network, card, tile_size, overlap, None)
     tiles = device_tiles.iter_tile_outputs(forward, inputs, plan, normalize, batch_size, progress)
-    return float(sum(values.sum(dtype=torch.float64) for _, values in tiles))
+    sums = sum(torch.stack([values.sum(dtype=torch.float64), values.double().square().sum()]) for _, values in tiles)
+    return float(sums[0]), float(sums[1])
 
 
 def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
@@ -344,6 +346,12 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     InferenceError
         For a model that is not a counter, or a bad device.
     """
+    return max(_density_sums(image_or_mask, model, device, tile_size, overlap, batch_size, progress, noise)[0], 0.0)
+
+
+def _density_sums(image_or_mask, model, device, tile_size, overlap, batch_size, progress, noise=None):
+    """`predict_count`'s count before clipping, and the sum of squares of a density counter's map (0.0 for a
+    counter of a fixed input size), from which `cell_scale.density_diameter` reads the cell size."""
     network, card = get_model(model, device, default=DEFAULT_COUNTER)
     _require_kind(card, "counter", model, "predict_count")
     torch_device = next(network.parameters()).device
@@ -351,7 +359,7 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     if card.input == "image" and not card.input_size and device_tiles.keeps_image(torch_device,
                                                                                   np.shape(image_or_mask)):
         try:
-            return max(_count_on_device(image_or_mask, network, card, tile_size, overlap, batch_size, progress), 0.0)
+            return _count_on_device(image_or_mask, network, card, tile_size, overlap, batch_size, progress)
         finally:
             gpu.release_cached_memory(torch_device)
     inputs, prepare = _mask_input(image_or_mask) if card.input == "mask" else _image_input(image_or_mask, card, noise)
@@ -362,16 +370,19 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
                 cv2.resize(prepare(channel.astype(np.float32)), (width, height), interpolation=cv2.INTER_AREA)
                 for channel in inputs
             ])
-            count = float(np.asarray(_tile_function(network)(resized[None])).sum())
-        else:
-            plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
-                              multiple=network.size_divisor)
-            tiles = iter_tile_outputs(_tile_function(network, prepare=prepare), inputs, plan,
-                                      batch_size=batch_size, progress=progress)
-            count = sum(float(values.sum(dtype=np.float64)) for _, values in tiles)
+            return float(np.asarray(_tile_function(network)(resized[None])).sum()), 0.0
+        plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
+                          multiple=network.size_divisor)
+        tiles = iter_tile_outputs(_tile_function(network, prepare=prepare), inputs, plan,
+                                  batch_size=batch_size, progress=progress)
+        total = squares = 0.0
+        for _, values in tiles:
+            values = values.astype(np.float64)
+            total += float(values.sum())
+            squares += float(np.square(values).sum())
+        return total, squares
     finally:
-        gpu.release_cached_memory(next(network.parameters()).device)
-    return max(count, 0.0)
+        gpu.release_cached_memory(torch_device)
 
 
 def parse_cell_size(cell_size):
@@ -447,6 +458,9 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a
     ``diameter_band`` run at the image's own scale. A featureless field (`empty_fields.is_featureless_field`)
     where the probes see nothing runs a full-size segmenter pass: if it finds nothing but specks, the count is 0.
+    Where the segmenter leaves the image at its size, the counter's own density map tells whether its cells are
+    smaller than it counts well (`cell_scale.density_diameter`); then it counts the image enlarged
+    (`cell_scale.counter_enlargement`, x2: four times the counter's work on such images).
 
     Parameters
     ----------
@@ -479,6 +493,19 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
             if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]) \
                     and is_specks(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
                 return 0.0, scale
+        if scale.factor == 1.0:
+            return _count_small_cells_enlarged(image, scale, count_options)
     else:
         scale = CellScale(scale_factor(diameter, tuple(card.diameter_band)), diameter)
     return predict_count(resize_image(image, scale.factor), **count_options), scale
+
+
+def _count_small_cells_enlarged(image, scale, count_options):
+    """The count of an image at its own size, or of the image enlarged where the counter's density map says its
+    cells are smaller than it counts well (`cell_scale.counter_enlargement`)."""
+    total, squares = _density_sums(image, **count_options)
+    factor = counter_enlargement(density_diameter(total, squares), image.shape[:2])
+    if factor == 1.0:
+        return max(total, 0.0), scale
+    count_options.pop("noise", None)  # the enlarged image's own noise is measured
+    return predict_count(resize_image(image, factor), **count_options), CellScale(factor, scale.diameter)
