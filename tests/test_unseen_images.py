@@ -1,11 +1,13 @@
 """The bundled models on images unlike their training data: real images resized, and fields without cells."""
 
+import json
+
 import numpy as np
 import pytest
 from tifffile import imread
 
 from training.evaluate import Models
-from training.robustness import background_crops, empty_fields, empty_rows, resize_pair, scale_rows
+from training.robustness import background_crops, empty_fields, empty_rows, main, resize_pair, scale_rows
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
@@ -127,3 +129,11 @@ def test_empty_fields_count_next_to_nothing(dsb_validation):
         assert np.mean(counts) <= 1.0, (method, counts)  # noise alone gave 374 objects before the noise floor
     noise_counts = [row[f"{models.method_names()[0]}_count"] for row in rows if row["kind"] == "noise"]
     assert max(noise_counts) == 0
+
+
+def test_robustness_runs_the_counter_alone_with_segmenter_none(shared_data, tiny_counter, tmp_path):
+    main(["--data", str(shared_data / "dsb2018_fluo"), "--segmenter", "none", "--counter", str(tiny_counter),
+          "--baselines", "--limit", "1", "--scales", "1", "--device", "CPU", "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert [row["method"] for row in summary["by_scale"]] == ["count:tiny-counter"]
+    assert set(summary["empty_fields"][0]) == {"kind", "fields", "count:tiny-counter"}

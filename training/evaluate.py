@@ -34,7 +34,7 @@ from .threshold_tuning import (DetectionCurve, Reference, add_dataset_arguments,
 
 __all__ = ["COUNT_RANGES", "GROUPS", "COUNTER_MASKS", "Models", "count_range", "evaluate_image", "evaluate_samples",
            "summarize",
-           "markdown_table", "write_outputs", "add_arguments", "run"]
+           "markdown_table", "write_outputs", "add_arguments", "model_option", "run"]
 
 #: Count ranges for grouping, (low, high) inclusive; BBBC005 holds 1..100 cells per image.
 COUNT_RANGES = ((1, 25), (26, 50), (51, 75), (76, 100))
@@ -376,13 +376,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", default=None, help="title of the report (default: dataset and split)")
 
 
-def _model_option(value: str):
+def model_option(value: str | None) -> str | None:
+    """A ``--segmenter`` or ``--counter`` value: None for ``none`` (leave that model out), else the value."""
     return None if value is None or value.strip().lower() == "none" else value
 
 
 def run(args: argparse.Namespace) -> str:
     """Run ``evaluate`` and write its outputs; return a one-paragraph summary."""
-    models = Models(segmenter=_model_option(args.segmenter), counter=_model_option(args.counter),
+    models = Models(segmenter=model_option(args.segmenter), counter=model_option(args.counter),
                     baselines=tuple(args.baselines), counter_masks=tuple(args.counter_mask), device=args.device,
                     tile_size=args.tile_size, batch_size=args.batch_size, diameter=args.diameter,
                     true_diameter=args.true_diameter, cell_size=args.cell_size)

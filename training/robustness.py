@@ -11,7 +11,8 @@ empty well is common in a screen). This scores every method of :class:`training.
 
 ``python -m training.robustness --data ../shared/data/dsb2018_fluo --out DIR`` (validation images; or
 ``--dataset stardist --data ../shared/data/stardist_example``) writes ``scales.md``,
-``empty_fields.md``, their CSVs, ``counts_by_scale.png`` and ``summary.json`` into DIR.
+``empty_fields.md``, their CSVs, ``counts_by_scale.png`` and ``summary.json`` into DIR. ``--segmenter none``
+or ``--counter none`` leaves that model out, as in ``python -m training evaluate``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from cellcount_core.images.normalization import noise_sigma, to_grayscale
 
 from .datasets import read_image
-from .evaluate import Models, evaluate_image, markdown_table, summarize
+from .evaluate import Models, evaluate_image, markdown_table, model_option, summarize
 from .threshold_tuning import Reference, default_split, read_reference, select_samples
 
 __all__ = ["SCALES", "resize_pair", "background_crops", "empty_fields", "scale_rows", "empty_rows", "run"]
@@ -179,8 +180,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Score resized validation images and empty fields; write the tables and the plot into ``args.out``."""
-    models = Models(segmenter=args.segmenter, counter=args.counter, baselines=tuple(args.baselines),
-                    device=args.device, cell_size=args.cell_size)
+    models = Models(segmenter=model_option(args.segmenter), counter=model_option(args.counter),
+                    baselines=tuple(args.baselines), device=args.device, cell_size=args.cell_size)
     models.load_cards()
     methods = models.method_names()
     samples = select_samples(args.dataset, args.data, default_split(args.dataset), limit=args.limit)
@@ -205,8 +206,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.robustness", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=("dsb2018", "stardist"), default="dsb2018")
     parser.add_argument("--data", required=True, help="the data set's folder (DSB2018: images/, labels/)")
-    parser.add_argument("--segmenter", default="default")
-    parser.add_argument("--counter", default="default")
+    parser.add_argument("--segmenter", default="default", help="segmenter name or file, or 'none' (default: bundled)")
+    parser.add_argument("--counter", default="default", help="counter name or file, or 'none' (default: bundled)")
     parser.add_argument("--baselines", nargs="*", default=["classical", "cellprofiler"])
     parser.add_argument("--device", default="Auto")
     parser.add_argument("--cell-size", default="auto", metavar="auto|off|PIXELS")
