@@ -51,6 +51,8 @@ class ModelSettings:
 
     model_kind = "segmenter"
     default_model = "default"
+    #: What the cell size setting does besides, for this module (appended to its help).
+    cell_size_note = ""
 
     def create_model_settings(self):
         choices = bundled_names(self.model_kind) or [self.default_model]
@@ -131,7 +133,8 @@ copies, and resizes the image into the model's band before the network when need
 the image's size). Under *{CELL_SIZE_AUTOMATIC}*, where the network finds only specks narrower than half
 the band's smallest diameter, those that are single bright pixels of a dark field (sparse photon noise:
 they vanish under a 3 x 3 median) are erased, and such a field counts 0. An image where the reduced copies see fewer than 8 cells
-keeps its full size: give a diameter for fields of a few very large cells or of tiny ones. *{CELL_SIZE_MANUAL}* resizes from the typical cell diameter you give.
+keeps its full size: give a diameter for fields of a few very large cells or of tiny ones.{self.cell_size_note}
+*{CELL_SIZE_MANUAL}* resizes from the typical cell diameter you give.
 *{CELL_SIZE_OFF}* runs the network on the image as it is.""",
         )
         self.cell_diameter = Float(
