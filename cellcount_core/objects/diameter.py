@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cellcount_core.objects.components import ComponentPixels, component_labels, fill_mask_holes, pack_boxes
+from cellcount_core.objects.components import (ComponentPixels, component_labels, euclidean_distance, exact_root,
+                                               fill_mask_holes, pack_boxes)
 
 __all__ = ["SPECK_DIAMETER", "check_mask_inputs", "component_diameters", "diameter_from_components",
            "estimate_diameter", "inscribed_radii"]
@@ -111,7 +112,7 @@ def inscribed_radii(pixels: ComponentPixels, chosen: np.ndarray | None = None) -
     for label in np.flatnonzero(on_border):
         top, bottom, left, right = boxes[label]
         crop = labels[max(top - 1, 0):bottom + 1, max(left - 1, 0):right + 1] == label
-        radii[label] = cv2.distanceTransform(crop.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).max()
+        radii[label] = euclidean_distance(crop.view(np.uint8)).max()
     inner = present & ~on_border
     if not inner.any():
         return radii
@@ -128,7 +129,7 @@ def inscribed_radii(pixels: ComponentPixels, chosen: np.ndarray | None = None) -
     shelves.ravel()[flat] = 1
     distance = cv2.distanceTransform(shelves, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     np.maximum.at(radii, ids, distance.ravel()[flat])
-    return radii
+    return exact_root(radii)
 
 
 def diameter_from_components(equivalent: np.ndarray, inscribed: np.ndarray) -> float:

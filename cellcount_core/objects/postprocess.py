@@ -27,13 +27,13 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
-from cellcount_core.objects.components import (ComponentPixels, component_labels, fill_mask_holes,
-                                               fill_small_holes)
+from cellcount_core.objects.components import (ComponentPixels, component_labels, euclidean_distance,
+                                               fill_mask_holes, fill_small_holes)
 from cellcount_core.objects.diameter import check_mask_inputs, estimate_diameter
 from cellcount_core.objects.maxima import h_maxima, peak_positions
 
-__all__ = ["MaskObjects", "default_min_size", "labels_from_mask", "objects_from_mask",
-           "remove_objects_outside_diameter"]
+__all__ = ["INSIDE", "MaskObjects", "default_min_size", "labels_from_mask", "objects_from_mask",
+           "remove_objects_outside_diameter", "split_candidates", "split_pieces"]
 
 #: A component whose area is at most this multiple of its inscribed disk's area is one cell (a disk gives 1, an
 #: ellipse of axis ratio 1.4 gives 1.4; two disks overlapping by a fifth of their diameter give 1.6).
@@ -55,7 +55,7 @@ _SEED_SPACING = 0.25
 #: its peak between two maxima (a valley the network draws across it).
 _CONVEX_VALLEY = 0.5
 #: Pixels at least this far from a component's outline are its inside (the probability falls on every outline).
-_INSIDE = 2.0
+INSIDE = 2.0
 
 
 def _check_positive(name: str, value) -> None:
@@ -129,7 +129,7 @@ class _Splitter:
             return None
         # a convex outline is cut only along the network's valleys; otherwise holes and gaps shape the seeds too
         shape = filled if convex else member.view(np.uint8)
-        distance = cv2.distanceTransform(shape, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        distance = euclidean_distance(shape)
         surface = _smoothed(distance, self.distance_sigma)
         if self.probability is not None:
             # the network is least sure on the borders between cells: deepen the valleys there
@@ -242,31 +242,23 @@ def _split(pixels: ComponentPixels, areas: np.ndarray, probability: np.ndarray |
     """Split the components that are neither compact nor convex (see the module's notes; those of area 0 are
     left whole): labels, with the pieces numbered after the components, and the component of each label."""
     components = pixels.labels
-    # OpenCV's 5 x 5 chamfer distance: within 2 % of the exact one, enough to tell compact shapes, 7 times faster
+    # OpenCV's 5 x 5 chamfer distance: enough to tell compact shapes, 7 times faster than the exact one
     distance = pixels.values(cv2.distanceTransform((components > 0).view(np.uint8), cv2.DIST_L2, 5))
     radii = pixels.maxima(distance)
-    dips = np.zeros(pixels.count, bool)
+    minima = maxima = None
     if probability is not None:
-        # where the network may draw a border across a compact cell: its probability falls below
-        # `_CONVEX_VALLEY` of its maximum more than `_INSIDE` pixels from its outline
-        inside, values = distance > _INSIDE, pixels.values(probability)
-        dips = pixels.minima(values, inside, 1.0) < _CONVEX_VALLEY * pixels.maxima(values, inside)
-    # float64: a component without background in the image has OpenCV's 'infinite' distance, 1.8e19
-    candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * np.square(radii, dtype=float)) | (dips & (areas > 0)))
-    candidates = candidates[candidates > 0]
+        inside, values = distance > INSIDE, pixels.values(probability)
+        minima, maxima = pixels.minima(values, inside, 1.0), pixels.maxima(values, inside)
+    candidates, dips = split_candidates(areas, radii, minima, maxima)
     labels, component_of = components, [np.arange(pixels.count)]
     if len(candidates) == 0:
         return labels, component_of[0]
     chosen = np.zeros(pixels.count, bool)
     chosen[candidates] = True
     boxes, _ = pixels.boxes(chosen[pixels.ids])
-    splitter = _Splitter(components, boxes, probability, diameter, min_size)
     next_id = pixels.count
-    for index in candidates:
-        found = splitter.pieces(index, float(radii[index]), bool(dips[index]))
-        if found is None:
-            continue
-        box, pieces = found
+    for index, box, pieces in split_pieces(components, candidates, boxes, radii, dips, probability, diameter,
+                                           min_size):
         if labels is components:
             labels = components.copy()
         extra = pieces > 1  # piece 1 keeps the component's label
@@ -275,6 +267,39 @@ def _split(pixels: ComponentPixels, areas: np.ndarray, probability: np.ndarray |
         component_of.append(np.full(added, index))
         next_id += added
     return labels, np.concatenate(component_of)
+
+
+def split_candidates(areas: np.ndarray, radii: np.ndarray, inside_minima: np.ndarray | None = None,
+                     inside_maxima: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of the components that may hold several cells, and whether each label dips, all indexed by label
+    (0 and labels of area 0 are never candidates).
+
+    A component is a candidate if its area exceeds `_COMPACT_RATIO` times that of its inscribed disk (radius:
+    its largest distance to the background, OpenCV's 5 x 5 chamfer distance, within 2 % of the exact one), or
+    if it dips: the network may draw a border across it, its probability falling below `_CONVEX_VALLEY` of its
+    maximum somewhere more than `INSIDE` pixels from its outline (`inside_minima` and `inside_maxima`, the
+    probability's extremes there; None without a probability map).
+    """
+    dips = np.zeros(len(areas), bool)
+    if inside_minima is not None:
+        dips = inside_minima < _CONVEX_VALLEY * inside_maxima
+    # float64: a component without background in the image has OpenCV's 'infinite' distance, 1.8e19
+    candidates = np.flatnonzero((areas > _COMPACT_RATIO * np.pi * np.square(radii, dtype=float)) | (dips & (areas > 0)))
+    return candidates[candidates > 0], dips
+
+
+def split_pieces(components, candidates, boxes, radii, dips, probability, diameter: float, min_size: int):
+    """The cells of each candidate component that holds several: (label, crop slices, pieces labelled 1..k)
+    in the order of `candidates`.
+
+    `components` and `probability` (or None) need only ``shape`` and slicing into numpy arrays (a device path
+    passes views that copy each crop to the host); `boxes`, `radii` and `dips` are indexed by label.
+    """
+    splitter = _Splitter(components, boxes, probability, diameter, min_size)
+    for index in candidates:
+        found = splitter.pieces(index, float(radii[index]), bool(dips[index]))
+        if found is not None:
+            yield (index, *found)
 
 
 def _fill_enclosed_holes(labels: np.ndarray, max_area: float) -> tuple[np.ndarray, np.ndarray]:

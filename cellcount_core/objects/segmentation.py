@@ -68,6 +68,7 @@ def labels_from_probability(
     fill_holes: bool = True,
     split_touching: bool = True,
     exclude_border: bool = False,
+    device=None,
 ) -> SegmentationResult:
     """Threshold a probability map and post-process it into labelled cells.
 
@@ -82,6 +83,10 @@ def labels_from_probability(
     diameter, min_size, fill_holes, split_touching, exclude_border
         See :func:`cellcount_core.objects.postprocess.labels_from_mask`; the diameter is estimated from the mask when
         None.
+    device : torch.device, optional
+        Where the whole-image steps run: on a CUDA device whose memory share holds the work
+        (:func:`cellcount_core.objects.device_objects.runs_on_device`) the map is post-processed there as one
+        block, with the host's labels; elsewhere (and by default) on the host.
 
     Returns
     -------
@@ -89,6 +94,16 @@ def labels_from_probability(
         Without ``probability`` (the caller has it). Above ``LARGE_IMAGE_PIXELS`` pixels the objects are those
         of a whole-image run, numbered in another order, and an adaptive threshold is averaged over blocks.
     """
+    if device is not None:
+        from cellcount_core.objects import device_objects  # imports torch
+
+        if device_objects.runs_on_device(device, np.shape(probability)):
+            labels, mask, threshold, diameter = device_objects.objects_on_device(
+                probability, device, threshold_method=threshold_method, threshold_value=threshold_value,
+                block_size=block_size, offset=offset, diameter=diameter, min_size=min_size, fill_holes=fill_holes,
+                split_touching=split_touching, exclude_border=exclude_border)
+            return SegmentationResult(labels=labels, mask=mask, threshold=threshold, diameter=diameter,
+                                      count=int(labels.max(initial=0)))
     if is_large(np.shape(probability)):
         found = labels_in_blocks(probability, threshold_method=threshold_method, threshold_value=threshold_value,
                                  block_size=block_size, offset=offset, diameter=diameter, min_size=min_size,
@@ -149,15 +164,16 @@ def segment_image(
         typical cell diameter in pixels; see
         :func:`cellcount_core.running.inference.predict_probability_at_cell_scale`.
     **postprocess_kwargs
-        Keyword arguments of :func:`labels_from_probability`. With ``threshold_method="model default"`` (the
-        default) and no ``threshold_value``, the value comes from the model card.
+        Keyword arguments of :func:`labels_from_probability` (its ``device`` is this one). With
+        ``threshold_method="model default"`` (the default) and no ``threshold_value``, the value comes from the
+        model card.
 
     Returns
     -------
     SegmentationResult
         With the probability map.
     """
-    from cellcount_core.running.inference import predict_probability_at_cell_scale  # imports torch
+    from cellcount_core.running.inference import predict_probability_at_cell_scale, resolve_device  # imports torch
 
     if postprocess_kwargs.get("threshold_method", "model default") == "model default" \
             and postprocess_kwargs.get("threshold_value") is None:
@@ -165,7 +181,7 @@ def segment_image(
     probability, scale = predict_probability_at_cell_scale(
         image, model=model, device=device, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
         progress=progress, cell_size=cell_size)
-    result = labels_from_probability(probability, **postprocess_kwargs)
+    result = labels_from_probability(probability, device=resolve_device(device), **postprocess_kwargs)
     result.probability = probability
     result.scale_factor = scale.factor
     return result

@@ -10,9 +10,12 @@ import cv2
 import numpy as np
 from skimage.filters import threshold_otsu
 
-__all__ = ["THRESHOLD_METHODS", "apply_threshold"]
+__all__ = ["PROBABILITY_VALUES", "THRESHOLD_METHODS", "apply_threshold", "fixed_threshold"]
 
 THRESHOLD_METHODS = ("model default", "simple", "manual", "otsu", "adaptive")
+#: What is said of a map with values outside 0..1.
+PROBABILITY_VALUES = ("probability must hold finite values within 0..1; pass the network's sigmoid output, not "
+                      "logits or raw image intensities")
 
 
 def _check_probability(probability) -> np.ndarray:
@@ -21,8 +24,7 @@ def _check_probability(probability) -> np.ndarray:
         raise ValueError(f"probability must be a 2-D (H x W) map, got shape {probability.shape}")
     if probability.size and not (np.all(np.isfinite(probability)) and probability.min() >= 0.0
                                  and probability.max() <= 1.0):
-        raise ValueError("probability must hold finite values within 0..1; pass the network's sigmoid output, "
-                         "not logits or raw image intensities")
+        raise ValueError(PROBABILITY_VALUES)
     return probability
 
 
@@ -39,6 +41,20 @@ def _adaptive(probability: np.ndarray, block_size: int, offset: float) -> tuple[
     local_mean = cv2.GaussianBlur(scaled.astype(np.float32), (int(block_size), int(block_size)), 0,
                                   borderType=cv2.BORDER_REPLICATE | cv2.BORDER_ISOLATED)
     return binary > 0, float((local_mean.mean() - constant) / 255.0)
+
+
+def fixed_threshold(method: str, value: float | None = None) -> float | None:
+    """The threshold of a method that does not look at the map (``"model default"``, ``"simple"``,
+    ``"manual"``; see `apply_threshold`), None for ``"otsu"`` and ``"adaptive"``."""
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"unknown threshold method {method!r}; choose one of {', '.join(THRESHOLD_METHODS)}")
+    if method in ("model default", "manual"):
+        if value is None:
+            raise ValueError(f"threshold method {method!r} needs a threshold value within 0..1")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold value must be within 0..1 for method {method!r}, got {value}")
+        return float(value)
+    return 0.5 if method == "simple" else None
 
 
 def apply_threshold(
@@ -80,18 +96,9 @@ def apply_threshold(
         The threshold used; for ``"adaptive"`` the mean of the local thresholds.
     """
     probability = _check_probability(probability)
-    if method not in THRESHOLD_METHODS:
-        raise ValueError(f"unknown threshold method {method!r}; choose one of {', '.join(THRESHOLD_METHODS)}")
     if method == "adaptive":
         return _adaptive(probability, block_size, offset)
-    if method in ("model default", "manual"):
-        if value is None:
-            raise ValueError(f"threshold method {method!r} needs a threshold value within 0..1")
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold value must be within 0..1 for method {method!r}, got {value}")
-        threshold = float(value)
-    elif method == "simple":
-        threshold = 0.5
-    else:
+    threshold = fixed_threshold(method, value)
+    if threshold is None:
         threshold = float(threshold_otsu(probability)) if probability.size else 0.5
     return probability > threshold, threshold
