@@ -15,9 +15,11 @@
 # 73 s, 78 tests passed (4 skipped: CUDA), network_speed 49 s of its 50.
 # Steps, most wanted first: the CUDA tests; the synthetic image; device_tiles (predict_probability at 10000 x 10000
 # with the image kept on the GPU against the host path, MP/s and peak GPU memory per tile x batch, then
-# `cellcount count --device GPU` end to end in a fresh process); network_speed; tile_defaults; post-processing.
-# Results: env.txt (GPU, versions), tests.txt + tests.xml (tests/test_gpu.py, test_device_tiles.py and the inference
-# tests), results.tar.gz (the benchmarks' JSON results: device_tiles_speed_gpu, network_speed, tile_defaults_cuda,
+# `cellcount count --device GPU` end to end in a fresh process); post-processing (blocks on the host against
+# `device_objects` on the GPU, same map); network_speed; tile_defaults; postprocess_speed.
+# Results: env.txt (GPU, versions), tests.txt + tests.xml (tests/test_gpu.py, test_device_tiles.py,
+# test_device_objects.py and the inference tests), results.tar.gz (the benchmarks' JSON results:
+# device_tiles_speed_gpu, network_speed, tile_defaults_cuda,
 # large_image_memory, postprocess_speed; the repository's benchmarks/results is left alone), log.txt (every step's
 # output and time).
 set -uo pipefail
@@ -40,9 +42,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export CELLCOUNT_BENCH_CACHE=${CELLCOUNT_BENCH_CACHE:-/tmp/cellcount-bench}
 if [ "${DEVICE:-cuda}" = "cpu" ]; then  # the rehearsal: CUDA hidden, small images
   export CUDA_VISIBLE_DEVICES=""
-  SIDE=1000; GPU_SIDE=1024; TORCH_DEVICE=CPU; TILINGS="2048x1"; REPEATS=1
+  SIDE=1000; GPU_SIDE=1024; TORCH_DEVICE=CPU; POST_DEVICE=cpu; TILINGS="2048x1"; REPEATS=1
 else
-  SIDE=10000; GPU_SIDE=4096; TORCH_DEVICE=GPU; TILINGS="1024x16 1024x4 2048x4 512x64"; REPEATS=2
+  SIDE=10000; GPU_SIDE=4096; TORCH_DEVICE=GPU; POST_DEVICE=cuda; TILINGS="1024x16 1024x4 2048x4 512x64"; REPEATS=2
 fi
 export CELLCOUNT_BENCH_RESULTS="$OUT/results"
 mkdir -p "$CELLCOUNT_BENCH_RESULTS"
@@ -65,17 +67,18 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run within its limit and the bud
 print("numpy", numpy.__version__, "opencv", cv2.__version__, "skimage", skimage.__version__, "scipy", scipy.__version__)'
   "$PYTHON" -c 'import cupy; print("cupy", cupy.__version__)' 2>&1 | tail -1; } > "$OUT/env.txt" 2>&1
 
-step tests 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_device_tiles.py \
-  tests/test_inference.py -m "not cellprofiler and not data" --junitxml="$OUT/tests.xml"
+step tests 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_device_tiles.py \
+  tests/test_device_objects.py tests/test_inference.py -m "not cellprofiler and not data" --junitxml="$OUT/tests.xml"
 grep -E "passed|failed|error" "$LOG" | tail -1 > "$OUT/tests.txt"
 step synthetic_image 100 "$PYTHON" -c "from benchmarks.common import synthetic; synthetic($SIDE)"
 # shellcheck disable=SC2086  # TILINGS is a list of words
 step device_tiles 150 "$PYTHON" -m benchmarks.device_tiles_speed --side "$SIDE" --device "$TORCH_DEVICE" \
   --tilings $TILINGS --repeats "$REPEATS"
+step post_processing 90 "$PYTHON" -m benchmarks.large_image_memory --sides "$SIDE" --whole-up-to 0 --paths post \
+  --post-device "$POST_DEVICE"
 step network_speed 50 "$PYTHON" -m benchmarks.network_speed --repeats 1 --gpu-image "$GPU_SIDE"
 step tile_defaults 40 "$PYTHON" -m benchmarks.tile_defaults --device "$TORCH_DEVICE" --side "$GPU_SIDE" \
   --tiles 512 1024 2048 --batches 4 16 64 --repeats 2
-step post_processing 60 "$PYTHON" -m benchmarks.large_image_memory --sides "$SIDE" --whole-up-to 0 --paths post
 step postprocess_speed 60 "$PYTHON" -m benchmarks.postprocess_speed --side "$SIDE" --repeats 1
 
 tar -czf "$OUT/results.tar.gz" -C "$OUT" results && rm -r "$CELLCOUNT_BENCH_RESULTS"

@@ -1,6 +1,6 @@
 """Peak memory, time and count error for square 16-bit images of 2k, 5k and 10k pixels a side.
 
-    python -m benchmarks.large_image_memory [--sides 2000 5000 10000] [--whole-up-to 5000]
+    python -m benchmarks.large_image_memory [--sides 2000 5000 10000] [--whole-up-to 5000] [--post-device cuda]
 
 Each measurement runs in a fresh process, which reports its peak resident memory (``ru_maxrss``: Python,
 torch and CellProfiler included) and, on a GPU, its peak GPU memory:
@@ -9,7 +9,8 @@ torch and CellProfiler included) and, on a GPU, its peak GPU memory:
   Workspace on the image as CellProfiler holds it (float32).
 - ``cellcount count``: what ``cellcount count IMAGE`` runs (segmenter, post-processing, counting network).
 - ``post-processing``: DeepThreshold's core alone (``labels_from_probability``) on the ideal probability map,
-  in blocks (the default above 2048 x 2048) and, up to ``--whole-up-to``, on the whole image for comparison.
+  in blocks (the default above 2048 x 2048) and, up to ``--whole-up-to``, on the whole image for comparison;
+  with ``--post-device``, also on that torch device as one block (``device_objects``).
 
 Without installed bundled models the networks are c_resunet and density_counter with random weights (their
 time and memory do not depend on the weights), and the post-processing is given the ideal probability map of
@@ -75,16 +76,30 @@ def child_count(side):
 
 
 def child_post(side, mode):
+    """Post-process the ideal map in `mode`: "blocks", "whole" or "device:<torch device>" (`device_objects`; a
+    CPU device is let in for rehearsals), timed from the map in host memory to the labels there."""
     from cellcount_core.objects import large_images
     from cellcount_core.objects.segmentation import labels_from_probability
 
     probability = np.load(synthetic(side)["ideal"])
+    device, gpu_peak = None, "n/a (CPU only)"
     if mode == "whole":
         large_images.LARGE_IMAGE_PIXELS = probability.size
+    if mode.startswith("device:"):
+        import torch
+
+        from cellcount_core.objects import device_objects
+
+        device = torch.device(mode.split(":", 1)[1])
+        if device.type == "cpu":
+            device_objects.DEVICE_TYPES = ("cpu",)
+        labels_from_probability(probability[:256, :256], threshold_value=0.5, device=device)  # warm-up
     start = time.perf_counter()
-    count = labels_from_probability(probability, threshold_value=0.5).count
-    report(seconds=time.perf_counter() - start, count=int(count), model="ideal map", detail=mode,
-           gpu_peak_gb="n/a (CPU only)")
+    count = labels_from_probability(probability, threshold_value=0.5, device=device).count
+    seconds = time.perf_counter() - start
+    if device is not None and device.type == "cuda":
+        gpu_peak = gpu_peak_gb()
+    report(seconds=seconds, count=int(count), model="ideal map", detail=mode, gpu_peak_gb=gpu_peak)
 
 
 def main(argv=None):
@@ -92,6 +107,7 @@ def main(argv=None):
     parser.add_argument("--sides", type=int, nargs="+", default=[2000, 5000, 10000])
     parser.add_argument("--whole-up-to", type=int, default=5000,
                         help="largest side also post-processed on the whole image (about 40 bytes per pixel)")
+    parser.add_argument("--post-device", help="also post-process on this torch device (e.g. cuda; cpu rehearses)")
     parser.add_argument("--paths", nargs="+", choices=("post", "cellprofiler", "count"),
                         default=["post", "cellprofiler", "count"], help="what to measure (cellprofiler needs it)")
     args = parser.parse_args(argv)
@@ -102,6 +118,8 @@ def main(argv=None):
         runs = [("post-processing (blocks)", ("post", side, "blocks"))]
         if side <= args.whole_up_to:
             runs.append(("post-processing (whole image)", ("post", side, "whole")))
+        if args.post_device:
+            runs.append((f"post-processing ({args.post_device})", ("post", side, f"device:{args.post_device}")))
         runs += [("cellprofiler", ("cellprofiler", side)), ("cellcount count", ("count", side))]
         runs = [run for run in runs if run[1][0] in args.paths]
         for name, child_args in runs:

@@ -176,3 +176,13 @@ def test_real_maps_give_the_hosts_labels(shared_data, cpu_counts_as_a_device):
         device = labels_from_probability(probability, threshold_value=0.5, device=torch.device("cpu"))
         assert host.count > 10 and np.array_equal(device.labels, host.labels), path.name
     assert len(cpu_counts_as_a_device) == len(images)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
+def test_labels_on_cuda_equal_the_hosts():
+    probability = np.concatenate([noisy_map(seed) for seed in range(4)], axis=1)
+    for method in ("model default", "otsu"):
+        host = labels_from_probability(probability, threshold_method=method, threshold_value=0.45)
+        cuda = labels_from_probability(probability, threshold_method=method, threshold_value=0.45,
+                                       device=torch.device("cuda"))
+        assert np.array_equal(cuda.labels, host.labels) and cuda.diameter == host.diameter

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["border_labels", "chamfer_distance", "fill_mask_holes", "fill_small_holes", "label_components",
-           "per_label", "shifted", "squared_distance"]
+__all__ = ["border_labels", "chamfer_distance", "fill_mask_holes", "fill_small_holes", "label_areas",
+           "label_components", "lookup", "per_label", "shifted", "squared_distance"]
 
 #: Label lookups through the pixels labels name, per round.
 _JUMPS = 2
@@ -31,61 +31,85 @@ _CHAMFER_STEPS = ([((0, 1), 1.0), ((1, 0), 1.0), ((0, -1), 1.0), ((-1, 0), 1.0)]
                                                    (-2, -1))])
 
 
-def _run_minima(labels: torch.Tensor, mask: torch.Tensor, flat_fg: torch.Tensor) -> torch.Tensor:
-    """Each foreground pixel's label replaced by the smallest label of its run along the rows of `labels`
-    (contiguous H x W); `flat_fg` holds the flat indices of the foreground."""
+def _runs(mask: torch.Tensor, flat: torch.Tensor, along_columns: bool) -> torch.Tensor:
+    """The run (int64 id) of each foreground pixel `flat` (flat indices of the contiguous H x W `mask`) among the
+    maximal runs of foreground along the rows, or along the columns; ids are increasing in raster order of the
+    run, rows or columns first."""
     starts = mask.clone()
-    starts[:, 1:] &= ~mask[:, :-1]
-    run_of = torch.cumsum(starts.view(-1), 0, dtype=torch.int32).index_select(0, flat_fg).long()
-    values = labels.view(-1).index_select(0, flat_fg)
-    minima = torch.full((int(run_of[-1]) + 1,), torch.iinfo(labels.dtype).max, dtype=labels.dtype,
-                        device=labels.device)
-    minima.scatter_reduce_(0, run_of, values, "amin")
-    result = labels.clone()
-    result.view(-1)[flat_fg] = minima.index_select(0, run_of)
-    return result
+    if along_columns:
+        starts[1:] &= ~mask[:-1]
+        starts = starts.t().contiguous()  # column-major order of the runs
+        height, width = mask.shape
+        flat = (flat % width) * height + flat // width
+    else:
+        starts[:, 1:] &= ~mask[:, :-1]
+    return torch.cumsum(starts.view(-1), 0, dtype=torch.int32).index_select(0, flat).long()
+
+
+def _spread_minima(values: torch.Tensor, runs: torch.Tensor) -> torch.Tensor:
+    """Each of `values` (one per foreground pixel) replaced by the smallest in its run."""
+    minima = torch.full((int(runs.max()) + 1,), torch.iinfo(values.dtype).max, dtype=values.dtype,
+                        device=values.device)
+    return minima.scatter_reduce_(0, runs, values, "amin").index_select(0, runs)
 
 
 def label_components(mask: torch.Tensor) -> tuple[torch.Tensor, int]:
     """4-connected components of a bool H x W mask: int32 labels 1..n in the raster order of each component's
-    first pixel (0 background), and n."""
+    first pixel (0 background), and n.
+
+    Works on the foreground's pixels alone: their flat indices and run ids, 8 bytes each per direction."""
     height, width = mask.shape
     mask = mask.contiguous()
     labels = torch.zeros((height, width), dtype=torch.int32, device=mask.device)
-    flat_fg = mask.view(-1).nonzero().view(-1)
-    if len(flat_fg) == 0:
+    flat = mask.view(-1).nonzero().view(-1)
+    if len(flat) == 0:
         return labels, 0
-    transposed_mask = mask.t().contiguous()
-    flat_fg_transposed = transposed_mask.view(-1).nonzero().view(-1)
-    own = flat_fg.to(torch.int32)
-    current = torch.full((height, width), height * width, dtype=torch.int32, device=mask.device)
-    current.view(-1)[flat_fg] = own
+    row_runs, column_runs = _runs(mask, flat, False), _runs(mask, flat, True)
+    # each pixel's label: the flat index of a pixel of its component (its own to start with), read through
+    # `labels`, which holds the current label at every foreground pixel
+    own = flat.to(torch.int32)
+    current = own
     while True:
         before = current
-        current = _run_minima(current, mask, flat_fg)
-        current = _run_minima(current.t().contiguous(), transposed_mask, flat_fg_transposed).t().contiguous()
-        values = current.view(-1).index_select(0, flat_fg)
+        current = _spread_minima(_spread_minima(current, row_runs), column_runs)
         for _ in range(_JUMPS):
-            values = current.view(-1).index_select(0, values)
-            current.view(-1)[flat_fg] = values
+            labels.view(-1)[flat] = current
+            current = labels.view(-1).index_select(0, current)
         if torch.equal(current, before):
             break
-    roots = values == own  # each component's smallest flat index: its first pixel in raster order
+    del row_runs, column_runs
+    roots = current == own  # each component's smallest flat index: its first pixel in raster order
     numbers = torch.cumsum(roots, 0, dtype=torch.int32)
-    first_pixels = torch.zeros(height * width, dtype=torch.int32, device=mask.device)
-    first_pixels[flat_fg[roots]] = numbers[roots]
-    labels.view(-1)[flat_fg] = first_pixels.index_select(0, values)
+    labels.view(-1)[flat] = 0
+    labels.view(-1)[flat[roots]] = numbers[roots]  # each first pixel holds its number
+    labels.view(-1)[flat] = labels.view(-1).index_select(0, current)
     return labels, int(numbers[-1])
 
 
 def per_label(labels: torch.Tensor, count: int, values: torch.Tensor, reduce: str, initial: float = 0,
-              where: torch.Tensor | None = None) -> torch.Tensor:
-    """``reduce`` ("sum", "amax" or "amin") of `values` over each label 0..count (in `values`' dtype), from
-    `initial`; only over the pixels `where` is True, if given."""
-    keep = labels.view(-1) if where is None else labels.view(-1)[where.view(-1)]
-    chosen = values.reshape(-1) if where is None else values.reshape(-1)[where.view(-1)]
-    result = torch.full((count + 1,), initial, dtype=values.dtype, device=values.device)
-    return result.scatter_reduce_(0, keep.long(), chosen, reduce)
+              where: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``reduce`` ("sum", "amax" or "amin") of `values` (an H x W tensor, perhaps expanded) over the pixels of each
+    label 1..count (only those `where` is True, if given), from `initial`, in `dtype` (default `values`'); the
+    entry of label 0 stays `initial`. Only the chosen pixels are copied."""
+    chosen = labels > 0 if where is None else where & (labels > 0)
+    flat = chosen.view(-1).nonzero().view(-1)
+    del chosen
+    selected = values.reshape(-1).index_select(0, flat) if values.is_contiguous() else values[
+        flat // values.shape[1], flat % values.shape[1]]
+    selected = selected if dtype is None else selected.to(dtype)
+    result = torch.full((count + 1,), initial, dtype=selected.dtype, device=values.device)
+    return result.scatter_reduce_(0, labels.view(-1).index_select(0, flat).long(), selected, reduce)
+
+
+def lookup(table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``table[labels]`` without an int64 copy of the labels."""
+    return table.index_select(0, labels.view(-1)).view(labels.shape)
+
+
+def label_areas(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """The pixel count (int64) of each label 0..count; 0 for label 0."""
+    values = labels.view(-1)
+    return torch.bincount(values[values > 0].long(), minlength=count + 1)
 
 
 def border_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -100,26 +124,25 @@ def fill_mask_holes(mask: torch.Tensor) -> torch.Tensor:
     outside = torch.zeros(count + 1, dtype=torch.bool, device=mask.device)
     outside[border_labels(background).long()] = True
     outside[0] = False
-    return mask | ~outside[background.long()] & (background > 0)
+    return mask | ~lookup(outside, background) & (background > 0)
 
 
 def fill_small_holes(mask: torch.Tensor, max_area: float) -> tuple[torch.Tensor, bool]:
     """`components.fill_small_holes`: 4-connected background components of fewer than `max_area` pixels become
     foreground, those touching the border too; and whether an enclosed one of at least `max_area` remains."""
     background, count = label_components(~mask)
-    areas = torch.bincount(background.view(-1).long(), minlength=count + 1)
-    small = areas < max_area
+    small = label_areas(background, count) < max_area
     small[0] = False
     on_border = torch.zeros(count + 1, dtype=torch.bool, device=mask.device)
     on_border[border_labels(background).long()] = True
     holes_left = bool((~small[1:] & ~on_border[1:]).any())
-    return mask | small[background.long()], holes_left
+    return mask | lookup(small, background), holes_left
 
 
-def shifted(values: torch.Tensor, rows: int, columns: int, fill) -> torch.Tensor:
-    """``out[r, c] = values[r - rows, c - columns]``, `fill` where that lies outside."""
+def shifted(values: torch.Tensor, rows: int, columns: int, fill, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out[r, c] = values[r - rows, c - columns]``, `fill` where that lies outside (in `out` if given)."""
     height, width = values.shape
-    out = torch.full_like(values, fill)
+    out = torch.full_like(values, fill) if out is None else out.fill_(fill)
     out[max(rows, 0):height + min(rows, 0), max(columns, 0):width + min(columns, 0)] = \
         values[max(-rows, 0):height - max(rows, 0), max(-columns, 0):width - max(columns, 0)]
     return out
@@ -128,16 +151,16 @@ def shifted(values: torch.Tensor, rows: int, columns: int, fill) -> torch.Tensor
 def chamfer_distance(mask: torch.Tensor) -> torch.Tensor:
     """``cv2.distanceTransform(mask, cv2.DIST_L2, 5)``: float32, 0 on the background, the largest float32 in a
     mask without background. OpenCV sums the steps in float32 in its scan order, this in the order of the
-    shortest path found: values may differ in the last bit."""
-    unreached = torch.finfo(torch.float32).max
+    shortest path found: values may differ in the last bit. Three float32 images of work space."""
     distance = torch.where(mask, torch.inf, 0.0).to(torch.float32)
+    step = torch.empty_like(distance)
     while True:
-        before = distance
-        for (rows, columns), weight in _CHAMFER_STEPS:
-            distance = torch.minimum(distance, shifted(distance, rows, columns, torch.inf) + weight)
+        before = distance.clone()
+        for (rows, columns), weight in _CHAMFER_STEPS:  # in place: the relaxation reaches the same fixpoint
+            torch.minimum(distance, shifted(distance, rows, columns, torch.inf, step).add_(weight), out=distance)
         if torch.equal(distance, before):
             break
-    return distance.nan_to_num_(posinf=unreached)
+    return distance.nan_to_num_(posinf=torch.finfo(torch.float32).max)
 
 
 def squared_distance(mask: torch.Tensor) -> torch.Tensor:
@@ -146,23 +169,29 @@ def squared_distance(mask: torch.Tensor) -> torch.Tensor:
     ``components.euclidean_distance``; take them on the host (torch's float32 root on a CPU may miss the last
     bit)."""
     along_rows = _distance_along_rows(mask)
-    along_columns = _distance_along_rows(mask.t()).t()
     # a pixel's nearest background is no farther than the nearest in its row or column: no more rows away
-    reach = int(torch.minimum(along_rows, along_columns).max()) if mask.numel() else 0
-    squared = along_rows.to(torch.float32).square()
+    reach = int(torch.minimum(along_rows, _distance_along_rows(mask.t()).t()).max()) if mask.numel() else 0
+    squared = along_rows.to(torch.float32).square_()
+    del along_rows
     best = squared.clone()
     for offset in range(1, min(reach, mask.shape[0] - 1) + 1):
         step = float(offset * offset)
-        best[offset:] = torch.minimum(best[offset:], squared[:-offset] + step)
-        best[:-offset] = torch.minimum(best[:-offset], squared[offset:] + step)
+        torch.minimum(best[offset:], squared[:-offset] + step, out=best[offset:])
+        torch.minimum(best[:-offset], squared[offset:] + step, out=best[:-offset])
     return best
 
 
-def _distance_along_rows(mask: torch.Tensor) -> torch.Tensor:
-    """Each pixel's distance (int64) to the nearest background pixel in its row; about 2 (H + W) where none."""
+def _distance_along_rows(mask: torch.Tensor, chunk_pixels: int = 1 << 22) -> torch.Tensor:
+    """Each pixel's distance (int32) to the nearest background pixel in its row; about 2 (H + W) where none.
+    Computed a few rows at a time (the scans need 40 bytes a pixel)."""
     height, width = mask.shape
-    columns = torch.arange(width, device=mask.device).expand(height, width)
     far = 2 * (height + width)
-    before = torch.where(mask, -far, columns).cummax(dim=1).values  # last background column at or before
-    after = torch.where(mask, far + width, columns).flip(1).cummin(dim=1).values.flip(1)
-    return torch.minimum(columns - before, after - columns)
+    columns = torch.arange(width, dtype=torch.int32, device=mask.device)
+    distance = torch.empty((height, width), dtype=torch.int32, device=mask.device)
+    rows_per_chunk = max(1, chunk_pixels // max(width, 1))
+    for top in range(0, height, rows_per_chunk):
+        part = mask[top:top + rows_per_chunk]
+        before = torch.where(part, -far, columns).cummax(dim=1).values  # last background column at or before
+        after = torch.where(part, far + width, columns).flip(1).cummin(dim=1).values.flip(1)
+        distance[top:top + rows_per_chunk] = torch.minimum(columns - before, after - columns)
+    return distance

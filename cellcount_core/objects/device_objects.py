@@ -1,12 +1,12 @@
 """`postprocess.labels_from_mask` and `diameter.estimate_diameter` with the whole-image work on a torch device.
 
-On a GPU the post-processing of a large map is bound by the host's single-threaded morphology (issue 12: 61 s of
-a 10000 x 10000 `cellcount count` on an H200 was post-processing). Here the mask and the probability map stay in
+With the networks on a GPU, the host's morphology bounded `cellcount count` (issue 12: 61 s of a 10000 x 10000
+run on an H200, before the host path was made block-parallel). Here the mask and the probability map stay in
 device memory for every whole-image step (`device_morphology`: labels, hole filling, distance transforms, and the
 sums, extremes and boxes of each component); only the components that may hold several cells (a few per cent)
 come to the host, crop by crop, to be split by `postprocess.split_pieces`. The labels are those of the host path,
-pixel for pixel (tested on CPU tensors), and the whole image is one block: a 10000 x 10000 map needs about 30
-bytes a pixel of device memory at the peak.
+pixel for pixel (tested on CPU tensors), and the whole image is one block: a 10000 x 10000 map needs about 60
+bytes a pixel of device memory at the peak (`BYTES_PER_PIXEL`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ __all__ = ["BYTES_PER_PIXEL", "DEVICE_TYPES", "estimate_diameter_on_device", "la
 #: Device types whose maps are post-processed here. On a CPU, OpenCV's morphology is 4 to 6 times faster than
 #: these torch operations (12 synthetic 256 x 300 maps, 60 variants each: 20 s against 76 s on 2 cores).
 DEVICE_TYPES = ("cuda",)
-#: Device memory held at the peak of `objects_on_device`, bytes per pixel of the map (the map, the mask, labels
-#: and int64 indices of the foreground, a distance map and its relaxation).
-BYTES_PER_PIXEL = 48
+#: Device memory held at the peak of `objects_on_device`, bytes per pixel of the map: 56 measured on CPU tensors
+#: (peak resident memory, 2000 x 2000 ideal map; labelling the background, with int64 indices and run ids of its
+#: pixels, is the peak), plus the float32 map.
+BYTES_PER_PIXEL = 64
 
 
 def runs_on_device(device, shape) -> bool:
@@ -78,8 +79,8 @@ def estimate_diameter_on_device(mask: torch.Tensor, probability: torch.Tensor | 
     components, count = morphology.label_components(filled)
     if count == 0:
         return 0.0
-    weights = torch.ones_like(filled, dtype=torch.float64) if probability is None else probability.double()
-    areas = morphology.per_label(components, count, weights, "sum", where=filled)
+    areas = morphology.per_label(components, count, filled if probability is None else probability, "sum",
+                                 dtype=torch.float64)
     squared_radii = morphology.per_label(components, count, morphology.squared_distance(filled), "amax")
     radii = np.sqrt(squared_radii.cpu().numpy().astype(np.float64)).astype(np.float32)  # `components.exact_root`
     equivalent = np.sqrt(4.0 * areas.cpu().numpy() / np.pi)
@@ -101,12 +102,12 @@ def _boxes(labels: torch.Tensor, count: int, chosen: torch.Tensor) -> np.ndarray
     """(count + 1, 4) rows of (row start, row stop, column start, column stop) of the `chosen` labels (bool by
     label); other rows are (0, 0, 0, 0)."""
     height, width = labels.shape
-    where = chosen[labels.long()]
+    where = morphology.lookup(chosen, labels)
     rows = torch.arange(height, device=labels.device).view(-1, 1).expand(height, width)
     columns = torch.arange(width, device=labels.device).view(1, -1).expand(height, width)
-    edges = [morphology.per_label(labels, count, values, reduce, initial, where)
-             for values, reduce, initial in ((rows, "amin", height), (rows + 1, "amax", 0),
-                                             (columns, "amin", width), (columns + 1, "amax", 0))]
+    edges = [morphology.per_label(labels, count, values, reduce, initial, where) + shift
+             for values, reduce, initial, shift in ((rows, "amin", height, 0), (rows, "amax", -1, 1),
+                                                    (columns, "amin", width, 0), (columns, "amax", -1, 1))]
     boxes = torch.stack(edges, dim=1).cpu().numpy()
     boxes[~chosen.cpu().numpy()] = 0
     return boxes
@@ -144,7 +145,7 @@ def _fill_enclosed_holes(labels: torch.Tensor, max_area: float) -> torch.Tensor:
     (in its 8 neighbours) goes to that object."""
     holes = morphology.fill_mask_holes(labels > 0) & (labels == 0)
     found, count = morphology.label_components(holes)
-    small = torch.bincount(found.view(-1).long(), minlength=count + 1) <= max_area
+    small = morphology.label_areas(found, count) <= max_area
     small[0] = False
     unset = torch.iinfo(torch.int32).max
     low = torch.full_like(labels, unset)
@@ -155,22 +156,22 @@ def _fill_enclosed_holes(labels: torch.Tensor, max_area: float) -> torch.Tensor:
                 around = morphology.shifted(labels, rows, columns, 0)
                 low = torch.minimum(low, torch.where(around > 0, around, unset))
                 high = torch.maximum(high, around)
-    where = small[found.long()]
-    owner_low = morphology.per_label(found, count, low, "amin", unset, where)
-    owner_high = morphology.per_label(found, count, high, "amax", 0, where)
-    owner = torch.where(owner_low == owner_high, owner_high, 0)
+    owner_low = morphology.per_label(found, count, low, "amin", unset)
+    owner_high = morphology.per_label(found, count, high, "amax", 0)
+    owner = torch.where(small & (owner_low == owner_high), owner_high, 0)
     owner[0] = 0
-    return torch.where(where & (owner[found.long()] > 0), owner[found.long()], labels)
+    given = morphology.lookup(owner, found)
+    return torch.where(given > 0, given, labels)
 
 
 def _sequential(labels: torch.Tensor, exclude_border: bool) -> torch.Tensor:
     """Labels renumbered 1..n in the order of their ids, without those on the border if asked."""
-    present = torch.bincount(labels.view(-1).long()) > 0
+    present = morphology.label_areas(labels, int(labels.max())) > 0
     if exclude_border:
         present[morphology.border_labels(labels).long()] = False
     present[0] = False
     new_ids = torch.where(present, torch.cumsum(present, 0), 0).to(torch.int32)
-    return new_ids[labels.long()]
+    return morphology.lookup(new_ids, labels)
 
 
 def labels_on_device(mask: torch.Tensor, probability: torch.Tensor | None = None, *, diameter: float | None = None,
@@ -188,10 +189,10 @@ def labels_on_device(mask: torch.Tensor, probability: torch.Tensor | None = None
         # specks of holes before splitting; filling the gaps between touching cells would merge them
         mask, holes_left = morphology.fill_small_holes(mask, max(1, int(math.pi * diameter**2 / 64.0)))
     components, count = morphology.label_components(mask)
-    areas = torch.bincount(components.view(-1).long(), minlength=count + 1)
+    areas = morphology.label_areas(components, count)
     small = areas < min_size
     small[0] = False
-    components = torch.where(small[components.long()], 0, components)
+    components = torch.where(morphology.lookup(small, components), 0, components)
     areas[small] = 0
     labels = components
     if split_touching and count:
