@@ -25,8 +25,8 @@ from cellcount_core.running import gpu
 __all__ = ["BYTES_PER_PIXEL", "DEVICE_TYPES", "estimate_diameter_on_device", "labels_on_device",
            "objects_on_device", "runs_on_device"]
 
-#: Device types whose maps are post-processed here. On a CPU, OpenCV's morphology is 4 to 6 times faster than
-#: these torch operations (12 synthetic 256 x 300 maps, 60 variants each: 20 s against 76 s on 2 cores).
+#: Device types whose maps are post-processed here. On a CPU, the host path with OpenCV is 4 to 28 times faster
+#: than these torch operations (256 x 300 to 10000 x 10000 maps on 2 cores; BENCHMARKS.md section 9).
 DEVICE_TYPES = ("cuda",)
 #: Device memory held at the peak of `objects_on_device`, bytes per pixel of the map: 56 measured on CPU tensors
 #: (peak resident memory, 2000 x 2000 ideal map; labelling the background, with int64 indices and run ids of its
