@@ -162,6 +162,18 @@ def test_the_device_path_is_taken_only_where_its_memory_share_holds_the_work(mon
     assert not device_objects.runs_on_device(torch.device("cpu"), (100, 101))
 
 
+def test_running_out_of_device_memory_falls_back_to_the_host_with_a_warning(cpu_counts_as_a_device, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    probability = noisy_map(1)
+    monkeypatch.setattr(device_objects, "labels_on_device", out_of_memory)
+    with pytest.warns(RuntimeWarning, match="ran out of memory on cpu .*runs on the CPU instead"):
+        found = labels_from_probability(probability, threshold_value=0.5, device=torch.device("cpu"))
+    assert cpu_counts_as_a_device, "the device path was not tried"
+    assert np.array_equal(found.labels, labels_from_probability(probability, threshold_value=0.5).labels)
+
+
 @pytest.mark.data
 def test_real_maps_give_the_hosts_labels(shared_data, cpu_counts_as_a_device):
     """The bundled segmenter's maps of the StarDist example and four DSB2018 images: the same labels."""

@@ -12,6 +12,7 @@ bytes a pixel of device memory at the peak (`BYTES_PER_PIXEL`).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from cellcount_core.objects.thresholds import PROBABILITY_VALUES, apply_threshol
 from cellcount_core.running import gpu
 
 __all__ = ["BYTES_PER_PIXEL", "DEVICE_TYPES", "estimate_diameter_on_device", "labels_on_device",
-           "objects_on_device", "runs_on_device"]
+           "objects_if_room", "objects_on_device", "runs_on_device"]
 
 #: Device types whose maps are post-processed here. On a CPU, the host path with OpenCV is 4 to 28 times faster
 #: than these torch operations (256 x 300 to 10000 x 10000 maps on 2 cores; BENCHMARKS.md section 9).
@@ -41,6 +42,25 @@ def runs_on_device(device, shape) -> bool:
         return False
     available = gpu.available_memory(torch.device(device))
     return available is None or BYTES_PER_PIXEL * math.prod(shape) <= available
+
+
+def objects_if_room(probability, device, **settings) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """`objects_on_device` where `runs_on_device` says the device can take the map, else None (the caller takes
+    the host path). Running out of device memory on the way (other processes on the same GPU) also gives None,
+    with a warning; the device's cached memory is released afterwards either way."""
+    if not runs_on_device(device, np.shape(probability)):
+        return None
+    device = torch.device(device)
+    try:
+        return objects_on_device(probability, device, **settings)
+    except torch.cuda.OutOfMemoryError as error:
+        warnings.warn(f"Post-processing a {np.shape(probability)} map ran out of memory on {device} "
+                      f"({str(error).splitlines()[0]}); it runs on the CPU instead. Other processes on the GPU, "
+                      "or a CELLCOUNT_GPU_MEMORY_FRACTION share too small for 64 bytes a pixel, cause this.",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    finally:
+        gpu.release_cached_memory(device)
 
 
 def objects_on_device(probability, device, *, threshold_method: str = "model default",

@@ -86,7 +86,8 @@ def labels_from_probability(
     device : torch.device, optional
         Where the whole-image steps run: on a CUDA device whose memory share holds the work
         (:func:`cellcount_core.objects.device_objects.runs_on_device`) the map is post-processed there as one
-        block, with the host's labels; elsewhere (and by default) on the host.
+        block, with the host's labels; elsewhere (and by default), and if the device runs out of memory on the
+        way (with a warning), on the host.
 
     Returns
     -------
@@ -95,13 +96,14 @@ def labels_from_probability(
         of a whole-image run, numbered in another order, and an adaptive threshold is averaged over blocks.
     """
     if device is not None:
-        from cellcount_core.objects import device_objects  # imports torch
+        from cellcount_core.objects.device_objects import objects_if_room  # imports torch
 
-        if device_objects.runs_on_device(device, np.shape(probability)):
-            labels, mask, threshold, diameter = device_objects.objects_on_device(
-                probability, device, threshold_method=threshold_method, threshold_value=threshold_value,
-                block_size=block_size, offset=offset, diameter=diameter, min_size=min_size, fill_holes=fill_holes,
-                split_touching=split_touching, exclude_border=exclude_border)
+        found = objects_if_room(probability, device, threshold_method=threshold_method,
+                                threshold_value=threshold_value, block_size=block_size, offset=offset,
+                                diameter=diameter, min_size=min_size, fill_holes=fill_holes,
+                                split_touching=split_touching, exclude_border=exclude_border)
+        if found is not None:
+            labels, mask, threshold, diameter = found
             return SegmentationResult(labels=labels, mask=mask, threshold=threshold, diameter=diameter,
                                       count=int(labels.max(initial=0)))
     if is_large(np.shape(probability)):
