@@ -117,20 +117,22 @@ def border_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
 
 
-def fill_mask_holes(mask: torch.Tensor) -> torch.Tensor:
+def fill_mask_holes(mask: torch.Tensor, background: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
     """`components.fill_mask_holes` (``scipy.ndimage.binary_fill_holes``): background that no 4-connected path
-    joins to the border becomes foreground (bool)."""
-    background, count = label_components(~mask)
+    joins to the border becomes foreground (bool). `background`: ``label_components(~mask)``, if already made."""
+    background, count = label_components(~mask) if background is None else background
     outside = torch.zeros(count + 1, dtype=torch.bool, device=mask.device)
     outside[border_labels(background).long()] = True
     outside[0] = False
     return mask | ~lookup(outside, background) & (background > 0)
 
 
-def fill_small_holes(mask: torch.Tensor, max_area: float) -> tuple[torch.Tensor, bool]:
+def fill_small_holes(mask: torch.Tensor, max_area: float,
+                     background: tuple[torch.Tensor, int] | None = None) -> tuple[torch.Tensor, bool]:
     """`components.fill_small_holes`: 4-connected background components of fewer than `max_area` pixels become
-    foreground, those touching the border too; and whether an enclosed one of at least `max_area` remains."""
-    background, count = label_components(~mask)
+    foreground, those touching the border too; and whether an enclosed one of at least `max_area` remains.
+    `background`: ``label_components(~mask)``, if already made."""
+    background, count = label_components(~mask) if background is None else background
     small = label_areas(background, count) < max_area
     small[0] = False
     on_border = torch.zeros(count + 1, dtype=torch.bool, device=mask.device)

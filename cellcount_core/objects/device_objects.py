@@ -93,9 +93,11 @@ def objects_on_device(probability, device, *, threshold_method: str = "model def
     return labels.cpu().numpy(), mask.cpu().numpy(), float(threshold), diameter
 
 
-def estimate_diameter_on_device(mask: torch.Tensor, probability: torch.Tensor | None = None) -> float:
-    """`diameter.estimate_diameter` of a bool mask (and float32 map) on a device; 0.0 for an empty mask."""
-    filled = morphology.fill_mask_holes(mask)
+def estimate_diameter_on_device(mask: torch.Tensor, probability: torch.Tensor | None = None,
+                                background: tuple[torch.Tensor, int] | None = None) -> float:
+    """`diameter.estimate_diameter` of a bool mask (and float32 map) on a device; 0.0 for an empty mask.
+    `background`: ``device_morphology.label_components(~mask)``, if already made."""
+    filled = morphology.fill_mask_holes(mask, background)
     components, count = morphology.label_components(filled)
     if count == 0:
         return 0.0
@@ -199,15 +201,18 @@ def labels_on_device(mask: torch.Tensor, probability: torch.Tensor | None = None
                      exclude_border: bool = False) -> tuple[torch.Tensor, float]:
     """`postprocess.labels_from_mask` of a bool mask (and float32 map) on their device: int32 labels 1..n on that
     device, and the diameter used (estimated when None, as `labels_from_probability` does)."""
+    # the background's components serve the diameter estimate and the filling of specks of holes
+    background = morphology.label_components(~mask) if diameter is None or fill_holes else None
     if diameter is None:
-        diameter = estimate_diameter_on_device(mask, probability)
+        diameter = estimate_diameter_on_device(mask, probability, background)
     if not bool(mask.any()) or diameter == 0:
         return torch.zeros(mask.shape, dtype=torch.int32, device=mask.device), float(diameter)
     min_size = default_min_size(diameter) if min_size is None else int(min_size)
     holes_left = False
     if fill_holes:
         # specks of holes before splitting; filling the gaps between touching cells would merge them
-        mask, holes_left = morphology.fill_small_holes(mask, max(1, int(math.pi * diameter**2 / 64.0)))
+        mask, holes_left = morphology.fill_small_holes(mask, max(1, int(math.pi * diameter**2 / 64.0)), background)
+    del background
     components, count = morphology.label_components(mask)
     areas = morphology.label_areas(components, count)
     small = areas < min_size
