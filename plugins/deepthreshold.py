@@ -10,7 +10,8 @@ Steps: threshold the probability image; fill holes; drop specks smaller than the
 by a watershed sized by the typical cell diameter (set it, or let it be estimated from the image); optionally
 discard objects outside a diameter range or touching the image border. Images larger than 2048 x 2048
 pixels are post-processed in overlapping blocks, with the same objects as a whole-image run (cells across
-block seams are counted once) and a few bytes of memory per pixel.
+block seams are counted once) and a few bytes of memory per pixel. On a CUDA GPU (*Device*), the whole
+image is post-processed in GPU memory, with the same objects as on the CPU.
 
 Threshold methods
 ^^^^^^^^^^^^^^^^^
@@ -52,6 +53,7 @@ from cellprofiler_core.setting.choice import Choice
 from cellprofiler_core.setting.range import IntegerRange
 from cellprofiler_core.setting.text import Float, ImageName, Integer, OddInteger
 
+from _model_settings import DEVICES
 from _run_errors import names_image_set
 
 THRESHOLD_METHODS = {
@@ -72,7 +74,7 @@ MODEL_THRESHOLD_FEATURE = "DeepSegment_ModelThreshold_%s"
 class DeepThreshold(ImageSegmentation):
     module_name = "DeepThreshold"
     category = "Image Segmentation"
-    variable_revision_number = 1
+    variable_revision_number = 2
 
     def create_settings(self):
         super().create_settings()
@@ -133,13 +135,25 @@ The watershed that splits touching cells and the smallest object kept are sized 
             "Save the foreground as a binary image?", False, doc="Also save the objects' pixels as a binary image."
         )
         self.binary_image_name = ImageName("Name the binary image", "DeepMask", doc="Name of the binary image.")
+        self.device = Choice(
+            "Device",
+            DEVICES,
+            doc="""\
+Where the probability image becomes objects. *Auto* uses a CUDA GPU when PyTorch sees one and the CPU
+otherwise; *GPU* fails with a clear error when no CUDA GPU is available; *CPU* never uses the GPU. On a
+GPU the threshold, hole filling, distance transforms, connected components and sizes are computed in GPU
+memory and only the cells to split come back to the CPU; the objects are the same as on the CPU. An image
+whose post-processing does not fit in the GPU memory left (about 64 bytes per pixel, within
+CELLCOUNT_GPU_MEMORY_FRACTION) is post-processed on the CPU. Pipelines saved before this setting existed
+keep the CPU.""",
+        )
 
     def settings(self):
         return [
             self.x_name, self.y_name, self.threshold_method, self.manual_threshold, self.block_size,
             self.offset, self.diameter_mode, self.diameter, self.split_touching, self.fill_holes,
             self.exclude_size, self.size_range, self.exclude_border, self.wants_binary_image,
-            self.binary_image_name,
+            self.binary_image_name, self.device,
         ]
 
     def visible_settings(self):
@@ -158,7 +172,14 @@ The watershed that splits touching cells and the smallest object kept are sized 
         visible += [self.exclude_border, self.wants_binary_image]
         if self.wants_binary_image.value:
             visible.append(self.binary_image_name)
-        return visible
+        return visible + [self.device]
+
+    def upgrade_settings(self, setting_values, variable_revision_number, module_name):
+        """Revision 1 pipelines (before the device setting) keep the CPU post-processing."""
+        if variable_revision_number == 1:
+            setting_values = setting_values + ["CPU"]
+            variable_revision_number = 2
+        return setting_values, variable_revision_number
 
     def validate_module(self, pipeline):
         low, high = self.size_range.value
@@ -184,6 +205,7 @@ The watershed that splits touching cells and the smallest object kept are sized 
             fill_holes=self.fill_holes.value,
             split_touching=self.split_touching.value,
             exclude_border=self.exclude_border.value,
+            device=self.torch_device(),
         )
         labels = result.labels
         if self.exclude_size.value:
@@ -219,6 +241,14 @@ The watershed that splits touching cells and the smallest object kept are sized 
         measurements.add_measurement(name, M_LOCATION_CENTER_Z, numpy.zeros(len(centers)))
         measurements.add_measurement(name, M_NUMBER_OBJECT_NUMBER, numpy.arange(1, len(centers) + 1))
         measurements.add_image_measurement(FF_COUNT % name, len(centers))
+
+    def torch_device(self):
+        """The device of the post-processing; None (the CPU) without importing torch when the setting says CPU."""
+        if self.device.value == "CPU":
+            return None
+        from cellcount_core.running.inference import resolve_device
+
+        return resolve_device(self.device.value)
 
     def threshold_value(self, workspace):
         """The threshold value for the methods that take one; None for the others."""

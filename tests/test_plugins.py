@@ -114,6 +114,39 @@ def test_deepthreshold_discards_objects_outside_the_diameter_range(cellprofiler)
     assert workspace.measurements.get_current_image_measurement("Count_Cells") == 1
 
 
+def test_deepthreshold_post_processes_on_the_device_it_is_given(cellprofiler, monkeypatch):
+    import torch
+
+    import cellcount_core.objects.segmentation as segmentation
+
+    devices = []
+    post_process = segmentation.labels_from_probability
+    monkeypatch.setattr(segmentation, "labels_from_probability",
+                        lambda *args, **options: devices.append(options["device"]) or post_process(*args, **options))
+    probability = np.zeros((64, 64), np.float32)
+    probability[10:30, 10:30] = 1.0
+    module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)")
+    assert module.device.value == "Auto" and module.device in module.visible_settings()
+    for choice in ("Auto", "CPU"):
+        module.device.value = choice
+        workspace = single_image_workspace(module, {"Probability": probability})
+        module.run(workspace)
+        assert workspace.measurements.get_current_image_measurement("Count_Cells") == 1
+    expected_auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices == [expected_auto, None]
+
+
+def test_deepthreshold_on_gpu_without_cuda_fails_naming_the_module(cellprofiler, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    module = instantiate("DeepThreshold", x_name="Probability", y_name="Cells", threshold_method="Simple (0.5)",
+                         device="GPU")
+    workspace = single_image_workspace(module, {"Probability": np.zeros((32, 32), np.float32)})
+    with pytest.raises(Exception, match="(?s)DeepThreshold.*CUDA"):
+        module.run(workspace)
+
+
 def test_deepcount_writes_count_measurement(cellprofiler, tiny_counter):
     module = instantiate("DeepCount", x_name="DNA", count_name="Cells")
     use_custom_model(module, tiny_counter)
@@ -206,6 +239,28 @@ def test_revision_2_pipelines_keep_their_tile_and_batch_size(cellprofiler):
     for module in modules.values():
         assert module.tiling_mode.value == "Manual" and module.tile_size in module.visible_settings()
         assert module.cell_size_mode.value == "Automatic"
+
+
+def test_revision_1_deepthreshold_keeps_the_cpu(cellprofiler):
+    import io
+
+    from cellprofiler_core.pipeline import Pipeline
+
+    text = _shipped_pipeline_text()
+    assert "DeepThreshold:[" in text and "    Device:Auto" in text
+    lines, in_threshold = [], False
+    for line in text.splitlines():
+        if line.startswith("DeepThreshold:["):
+            in_threshold = True
+            line = line.replace("variable_revision_number:2", "variable_revision_number:1")
+        elif not line.startswith(" "):
+            in_threshold = False
+        if not (in_threshold and line.strip().startswith("Device:")):
+            lines.append(line)
+    pipeline = Pipeline()
+    pipeline.load(io.StringIO("\n".join(lines) + "\n"))
+    [module] = [m for m in pipeline.modules() if m.module_name == "DeepThreshold"]
+    assert module.device.value == "CPU" and module.torch_device() is None
 
 
 def test_deepsegment_runs_with_the_tiling_it_is_given(cellprofiler, tiny_segmenter, monkeypatch):
