@@ -9,6 +9,7 @@ from cellcount_core.images.normalization import normalize_percentile as numpy_no
 from training.batches import TensorBatches, random_dihedral
 from training.crops import Record
 from training.device_crops import CropSettings, DeviceCrops, background_windows
+from training.instances import contact_band, separate_touching
 from training.packed import level_for_scale, pack, sample
 from training.photometric import (Photometric, contrast_brightness, gamma, gaussian_blur, noise, normalize_percentile,
                                   random_debris, smooth_field, specks, texture)
@@ -102,6 +103,39 @@ def test_crops_keep_image_and_mask_aligned_under_flips_zoom_and_elastic():
         assert batch["image"].shape == batch["mask"].shape == batch["weight"].shape == (8, 1, 32, 32)
         assert torch.mean(((batch["image"] > 0.5) == (batch["mask"] > 0)).float()) > 0.97
         assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+
+
+def _touching_pair(shape=(64, 96)):
+    """A record of two disks touching along a chord, with the gap `separate_touching` cuts and its band."""
+    labels = np.zeros(shape, np.int32)
+    labels[_disk(shape, (32, 33), 15) > 0] = 1
+    labels[(_disk(shape, (32, 62), 15) > 0) & (labels == 0)] = 2
+    targets = {"mask": (separate_touching(labels) > 0).astype(np.uint8), "weight": np.ones(shape, np.float32),
+               "gaps": contact_band(labels).astype(np.uint8)}
+    return Record("pair", (labels > 0).astype(np.float16), targets)
+
+
+def _zoomed_masks(record, targets, scale, crops=16):
+    settings = CropSettings(crop_size=128, scale_p=1.0, scale_range=(scale, scale), elastic_p=0.0, negative_p=0.0)
+    crops = DeviceCrops([record], targets, {"mask": 0.0, "weight": 1.5, "gaps": 0.0}, batch_size=crops,
+                        settings=settings, photometric=NO_PHOTOMETRIC, crops_per_image=crops)
+    return next(iter(crops.epoch(0)))["mask"][:, 0].numpy()
+
+
+@pytest.mark.parametrize("scale", [1.5, 1.0, 0.8, 0.7, 0.5, 0.35, 0.25])
+def test_touching_cells_stay_apart_in_zoomed_out_crops(scale):
+    from scipy import ndimage
+
+    record = _touching_pair()
+    assert ndimage.label(record.targets["mask"])[1] == 2 and record.targets["gaps"].sum() > 0
+    with_gaps = _zoomed_masks(record, {"mask": "binary", "weight": "smooth", "gaps": "gaps"}, scale)
+    assert [ndimage.label(mask)[1] for mask in with_gaps] == [2] * len(with_gaps)  # 4-connected parts
+    assert with_gaps.sum() == pytest.approx(len(with_gaps) * record.targets["mask"].sum() * scale**2, rel=0.25)
+    without = _zoomed_masks(record, {"mask": "binary", "weight": "smooth"}, scale)
+    if scale == 1.0:
+        np.testing.assert_array_equal(with_gaps, without)  # at the original size the gap target changes nothing
+    if scale <= 0.35:  # what the gap target prevents: averaged masks close the gap
+        assert all(ndimage.label(mask)[1] == 1 for mask in without)
 
 
 def test_density_crops_keep_the_count_at_any_zoom():

@@ -7,8 +7,10 @@ targets through it from the pyramid level that fits the zoom, change intensities
 swap some crops for empty ones (:mod:`training.negatives`).
 
 Targets are resampled by kind: ``"binary"`` (masks: bilinear, then > 0.5), ``"smooth"`` (weight maps: bilinear;
-their border bands scale with the cells) and ``"mass"`` (densities: bilinear times the area factor of the warp,
-so a crop's sum stays its count at any zoom).
+their border bands scale with the cells), ``"mass"`` (densities: bilinear times the area factor of the warp,
+so a crop's sum stays its count at any zoom) and ``"gaps"`` (the one-pixel gaps between touching cells, read
+from block maxima and cut out of the binary targets, so that touching cells stay apart in a crop zoomed out to a
+quarter; not returned).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .packed import level_for_scale, pack, sample
 from .photometric import Photometric, chosen, normalize_percentile, uniform
 from .warps import area_factor, elastic_displacement, source_coordinates, window_centres
 
-TARGET_KINDS = ("binary", "smooth", "mass")
+TARGET_KINDS = ("binary", "smooth", "mass", "gaps")
 
 
 @dataclass
@@ -60,6 +62,17 @@ class CropSettings:
     negative_p: float = 0.1
 
 
+def gap_level(scale: torch.Tensor) -> torch.Tensor:
+    """The value from which a bilinearly read gap band is cut out of a crop of zoom ``scale``.
+
+    Zoomed in or not at all: one half, exactly where the mask's own ``> 0.5`` rule leaves the gap (at zoom 1 the
+    gap target changes nothing). Zoomed out: one quarter, since the crop pixel nearest a band one pixel wide at its
+    pyramid level (crop pixels up to 1.41 level pixels apart) reads at least 0.29 there, and the level's averaged
+    masks reach over the band's ends (the notches between round cells) by a fraction of a pixel.
+    """
+    return torch.where(scale < 1.0, 0.25, 0.5)
+
+
 def background_windows(foreground: np.ndarray, side: int, per_image: int, rng: np.random.Generator,
                        margin: int = 4) -> np.ndarray:
     """Centres (``k x 2``, row and column) of up to ``per_image`` random ``side`` x ``side`` windows with no
@@ -86,7 +99,7 @@ class DeviceCrops:
     records : list of Record
         Normalized images; records sharing one ``targets`` dict share its device copy.
     targets : dict
-        Target name -> kind (``"binary"``, ``"smooth"`` or ``"mass"``), in the order they are packed.
+        Target name -> kind (``"binary"``, ``"smooth"``, ``"mass"`` or ``"gaps"``), in the order they are packed.
     empty : dict
         Target name -> its value in an empty (negative) crop, e.g. the background class weight.
     """
@@ -111,7 +124,9 @@ class DeviceCrops:
             owner.append(shared.setdefault(id(record.targets), (len(shared), record.targets))[0])
         unique = [targets for _, targets in shared.values()]
         self.images = pack([record.image for record in self.records])
-        self.packed_targets = pack([np.stack([t[name] for name in self.targets]) for t in unique], self.target_dtype)
+        gap_channels = tuple(channel for channel, kind in enumerate(self.targets.values()) if kind == "gaps")
+        self.packed_targets = pack([np.stack([t[name] for name in self.targets]) for t in unique], self.target_dtype,
+                                   max_channels=gap_channels)
         self.target_of = torch.tensor(owner)
         self.order = torch.tensor([index for index, record in enumerate(self.records)
                                    for _ in range(self.repeats.get(record.id, 1) * self.crops_per_image)])
@@ -169,11 +184,18 @@ class DeviceCrops:
         if len(negatives):
             image[negatives] = normalize_percentile(image[negatives])
         values = sample(self.packed_targets, self.target_of[index], level, y, x)
+        kinds = list(self.targets.values())
+        level_of_gap = gap_level(scale).view(-1, 1, 1, 1)
+        outside_gaps = torch.ones_like(values[:, :1])
+        for channel in (channel for channel, kind in enumerate(kinds) if kind == "gaps"):
+            outside_gaps = outside_gaps * (values[:, channel:channel + 1] < level_of_gap)
         out = {"image": image}
         for channel, (name, kind_of_target) in enumerate(self.targets.items()):
+            if kind_of_target == "gaps":
+                continue
             target = values[:, channel:channel + 1]
             if kind_of_target == "binary":
-                target = (target > 0.5).float()
+                target = (target > 0.5).float() * outside_gaps
             elif kind_of_target == "mass":
                 target = target * area_factor(y, x)
             out[name] = torch.where(negative.view(-1, 1, 1, 1), torch.full_like(target, self.empty[name]), target)

@@ -74,7 +74,13 @@ def separate_touching(labels: np.ndarray) -> np.ndarray:
     weigh most, so the network learns to predict the gap (U-Net's and c-ResUnet's intent).
     """
     labels = np.asarray(labels)
+    return np.where(contact_band(labels), 0, labels).astype(labels.dtype)
+
+
+def contact_band(labels: np.ndarray) -> np.ndarray:
+    """Pixels whose 8-neighbourhood holds two different objects: where touching cells meet (the pixels
+    :func:`separate_touching` clears) and the background notches at either end of that line."""
+    labels = np.asarray(labels)
     biggest = ndimage.maximum_filter(labels, size=3)
     smallest_object = ndimage.minimum_filter(np.where(labels > 0, labels, np.iinfo(labels.dtype).max), size=3)
-    contact = (labels > 0) & ((biggest != labels) | (smallest_object != labels))
-    return np.where(contact, 0, labels).astype(labels.dtype)
+    return (biggest > 0) & (smallest_object < biggest)

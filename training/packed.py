@@ -4,7 +4,8 @@ Training images (and their targets) are decoded once and kept in device memory: 
 end to end in a ``C x total_pixels`` tensor, with each image's start and size recorded, so images of any size
 share one tensor. Each image carries a border of zeros (1 pixel above and left, 2 below and right), so a bilinear
 read never needs a bounds check: coordinates are clamped into the border, where the values are 0. Levels 1 and 2 are 2x and 4x area-averaged copies (mip-maps): a crop drawn at a
-quarter of the original size samples the 4x level, so small objects are averaged, not aliased away.
+quarter of the original size samples the 4x level, so small objects are averaged, not aliased away. Channels of
+thin lines (the gaps between touching cells) take the block maximum instead, so the lines stay in every level.
 
 :func:`sample` reads any set of per-sample coordinate grids from such a stack in one batched gather (bilinear, zero
 outside each image), on the CPU or a GPU alike.
@@ -49,10 +50,11 @@ class PackedStack:
                            self.widths.to(device))
 
 
-def pack(arrays: list[np.ndarray], dtype=torch.float16) -> PackedStack:
+def pack(arrays: list[np.ndarray], dtype=torch.float16, max_channels: tuple = ()) -> PackedStack:
     """Pack ``C x H x W`` (or ``H x W``) arrays of any sizes into a :class:`PackedStack` of ``dtype``.
 
-    Each further level averages 2 x 2 blocks of the one before (a block at an odd edge averages what it holds).
+    Each further level averages 2 x 2 blocks of the one before (a block at an odd edge averages what it holds);
+    the channels numbered in ``max_channels`` take the blocks' maxima instead.
     """
     parts = []
     sizes = np.zeros((3, LEVELS, len(arrays)), np.int64)  # start, height, width
@@ -61,13 +63,21 @@ def pack(arrays: list[np.ndarray], dtype=torch.float16) -> PackedStack:
         level = level[None] if level.ndim == 2 else level
         for k in range(LEVELS):
             if k:
-                level = F.avg_pool2d(level[None], 2, ceil_mode=True)[0]
+                level = _halved(level, list(max_channels))
             parts.append(F.pad(level, BORDER).flatten(1).to(dtype))
             sizes[1:, k, index] = level.shape[1:]
     areas = ((sizes[1] + 3) * (sizes[2] + 3)).T.ravel()  # in the order of `parts`: image by image, level by level
     sizes[0] = (np.cumsum(areas) - areas).reshape(len(arrays), LEVELS).T
     starts, heights, widths = (torch.from_numpy(part) for part in sizes)
     return PackedStack(torch.cat(parts, dim=1), starts, heights, widths)
+
+
+def _halved(level: torch.Tensor, max_channels: list) -> torch.Tensor:
+    """The next pyramid level of ``C x H x W`` ``level``: 2 x 2 block means, or block maxima in ``max_channels``."""
+    halved = F.avg_pool2d(level[None], 2, ceil_mode=True)[0]
+    if max_channels:
+        halved[max_channels] = F.max_pool2d(level[None, max_channels], 2, ceil_mode=True)[0]
+    return halved
 
 
 def level_for_scale(scale: torch.Tensor) -> torch.Tensor:

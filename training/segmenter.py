@@ -14,7 +14,7 @@ from cellcount_core.images.normalization import normalize_percentile
 from .crops import Record, batches, fixed_crops, read_oversampling
 from .datasets import Sample, read_image
 from .device_crops import DeviceCrops
-from .instances import read_instances, separate_touching
+from .instances import contact_band, read_instances, separate_touching
 from .loop import seed_everything, train
 from .losses import segmentation_loss
 from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
@@ -23,6 +23,9 @@ from .validation import write_validation_metrics
 from .weight_maps import BACKGROUND_WEIGHT, weight_map
 
 NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
+#: How the crops resample each target of a record (see :mod:`training.device_crops`), and its value in empty crops.
+TARGET_KINDS = {"mask": "binary", "weight": "smooth", "gaps": "gaps"}
+EMPTY_TARGETS = {"mask": 0.0, "weight": BACKGROUND_WEIGHT, "gaps": 0.0}
 
 
 def load_records(samples: list[Sample], w0: float = 5.0, sigma: float = 3.0, contact_gaps: bool = True,
@@ -30,7 +33,9 @@ def load_records(samples: list[Sample], w0: float = 5.0, sigma: float = 3.0, con
     """Read and normalize images with their 0/1 ``mask`` and ``weight`` map (a shared mask is computed once).
 
     With ``contact_gaps`` the pixels where two cells touch are background in the mask (see
-    :func:`training.instances.separate_touching`).
+    :func:`training.instances.separate_touching`), and a 0/1 ``gaps`` target holds them with the background notches
+    at their ends (:func:`training.instances.contact_band`), so that zoomed-out crops keep them apart
+    (:mod:`training.device_crops`).
     """
     records, cache = [], {}
     for sample in tqdm(samples, desc=desc, mininterval=5.0):
@@ -38,10 +43,12 @@ def load_records(samples: list[Sample], w0: float = 5.0, sigma: float = 3.0, con
             continue
         if sample.target_path not in cache:
             labels = read_instances(sample)
+            gaps = {}
             if contact_gaps:
+                gaps["gaps"] = contact_band(labels).astype(np.uint8)
                 labels = separate_touching(labels)
             cache[sample.target_path] = {"mask": (labels > 0).astype(np.uint8),
-                                         "weight": weight_map(labels, w0=w0, sigma=sigma).astype(np.float16)}
+                                         "weight": weight_map(labels, w0=w0, sigma=sigma).astype(np.float16), **gaps}
         targets = cache[sample.target_path]
         image = normalize_percentile(read_image(sample.image_path), NORMALIZATION["low"], NORMALIZATION["high"])
         if image.shape != targets["mask"].shape:
@@ -102,7 +109,7 @@ def run(args: argparse.Namespace) -> Path:
     model, params = build_model(args)
     repeats = read_oversampling(args.oversample, args.oversample_times) if args.oversample else {}
     settings = crop_settings(args, model.size_divisor)
-    crops = DeviceCrops(records, {"mask": "binary", "weight": "smooth"}, {"mask": 0.0, "weight": BACKGROUND_WEIGHT},
+    crops = DeviceCrops(records, {name: TARGET_KINDS[name] for name in records[0].targets}, EMPTY_TARGETS,
                         args.batch_size, settings, crops_per_image=args.crops_per_image, repeats=repeats,
                         seed=args.seed)
 
