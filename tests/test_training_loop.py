@@ -75,11 +75,14 @@ def _rows(path):
 
 
 def test_train_segmenter_writes_checkpoint_metrics_and_model_then_resumes(pairs, tmp_path):
-    assert main(_command("train-segmenter", pairs, tmp_path, 1, "--architecture", "small_unet")) == 0
+    assert main(_command("train-segmenter", pairs, tmp_path, 1, "--architecture", "small_unet",
+                         "--photometric", "texture_p=0", "--photometric", "debris=2")) == 0
     first = _rows(tmp_path / "metrics.csv")
     assert [row["epoch"] for row in first] == ["0"] and float(first[0]["val_dice"]) >= 0
     model, card = load_model(tmp_path / "tiny")
     assert card.kind == "segmenter" and card.architecture == "small_unet"
+    photometric = card.training["augmentation"]["photometric"]
+    assert (photometric["texture_p"], photometric["debris"], photometric["gamma_p"]) == (0.0, 2, 0.3)
     assert card.training["command"].startswith("cellcount-train train-segmenter --data pairs=")
     assert card.training["split"]["validation_images"] >= 1 and card.diameter_range[0] > 0
 
@@ -87,6 +90,12 @@ def test_train_segmenter_writes_checkpoint_metrics_and_model_then_resumes(pairs,
     second = _rows(tmp_path / "metrics.csv")
     assert [row["epoch"] for row in second] == ["0", "1"] and second[0] == first[0]
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("option", ["sparkle_p=1", "texture_p", "debris=many"])
+def test_a_wrong_photometric_option_names_itself(pairs, tmp_path, option):
+    with pytest.raises(SystemExit, match=f"--photometric '{option}'"):
+        main(_command("train-segmenter", pairs, tmp_path, 1, "--architecture", "small_unet", "--photometric", option))
 
 
 def test_init_from_starts_at_a_model_and_refuses_another_architecture(pairs, tmp_path):

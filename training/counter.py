@@ -28,7 +28,7 @@ from .instances import read_instances
 from .loop import seed_everything, train
 from .losses import count_loss, density_loss
 from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
-                      crop_settings, loop_config, read_split, training_record)
+                      crop_settings, loop_config, photometric_settings, read_split, training_record)
 from .segmenter import NORMALIZATION
 from .validation import write_validation_metrics
 
@@ -174,6 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     """Train a counter as the options say; write ``OUT/NAME.{safetensors,json}`` and return the weights path."""
     seed_everything(args.seed)
+    photometric = photometric_settings(args)  # a wrong option fails before the data is read
     train_samples, validation_samples = read_split(args)
     model, params = build_model(args)
     input_size = getattr(model, "input_size", None)
@@ -194,7 +195,8 @@ def run(args: argparse.Namespace):
             init_density_bias(model, float(np.mean([r.targets["density"].mean() for r in records])))
         settings = crop_settings(args, model.size_divisor)
         dataset = DeviceCrops(records, {"density": "mass"}, {"density": 0.0}, args.batch_size, settings,
-                              crops_per_image=args.crops_per_image, seed=args.seed, target_dtype=torch.float32)
+                              photometric, crops_per_image=args.crops_per_image, seed=args.seed,
+                              target_dtype=torch.float32)
 
         def loss_fn(output, batch):
             return density_loss(output, batch["density"], args.density_scale, args.count_weight)

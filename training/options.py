@@ -73,6 +73,9 @@ def add_crop_arguments(parser: argparse.ArgumentParser, *, crop_size: int, crops
                         help="probability of an elastic deformation (default %(default)s)")
     parser.add_argument("--negative-p", type=float, default=0.1,
                         help="share of empty crops: real background, noise, constant, out-of-focus (default %(default)s)")
+    parser.add_argument("--photometric", action="append", default=[], metavar="NAME=VALUE",
+                        help="an intensity change's setting, e.g. texture_p=0 (repeatable; names and defaults: "
+                             "training.photometric.Photometric)")
 
 
 def crop_settings(args: argparse.Namespace, size_divisor: int):
@@ -82,6 +85,25 @@ def crop_settings(args: argparse.Namespace, size_divisor: int):
 
     return CropSettings(crop_size=args.crop_size - args.crop_size % size_divisor, scale_p=args.scale_p,
                     scale_range=tuple(args.scale_range), elastic_p=args.elastic_p, negative_p=args.negative_p)
+
+
+def photometric_settings(args: argparse.Namespace):
+    """The :class:`training.photometric.Photometric` the ``--photometric NAME=VALUE`` options ask for."""
+    from dataclasses import fields
+
+    from .photometric import Photometric
+
+    kinds = {field.name: type(getattr(Photometric(), field.name)) for field in fields(Photometric)}
+    values = {}
+    for option in args.photometric:
+        name, _, value = option.partition("=")
+        if name not in kinds or not value:
+            raise SystemExit(f"--photometric {option!r}: give NAME=VALUE with NAME one of {', '.join(kinds)}.")
+        try:
+            values[name] = kinds[name](value)
+        except ValueError:
+            raise SystemExit(f"--photometric {option!r}: {value!r} is not a {kinds[name].__name__}.") from None
+    return Photometric(**values)
 
 
 def augmentation_record(crops) -> dict:

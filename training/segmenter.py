@@ -18,7 +18,7 @@ from .instances import contact_band, read_instances, separate_touching
 from .loop import seed_everything, train
 from .losses import segmentation_loss
 from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
-                      crop_settings, loop_config, read_split, training_record)
+                      crop_settings, loop_config, photometric_settings, read_split, training_record)
 from .validation import write_validation_metrics
 from .weight_maps import BACKGROUND_WEIGHT, weight_map
 
@@ -103,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Path:
     """Train a segmenter as the options say; write ``OUT/NAME.{safetensors,json}`` and return the model path."""
     seed_everything(args.seed)
+    photometric = photometric_settings(args)  # a wrong option fails before the data is read
     train_samples, validation_samples = read_split(args)
     records = load_records(train_samples, args.w0, args.sigma, args.contact_gaps, desc="training images")
     validation = load_records(validation_samples, args.w0, args.sigma, args.contact_gaps, desc="validation images")
@@ -110,8 +111,8 @@ def run(args: argparse.Namespace) -> Path:
     repeats = read_oversampling(args.oversample, args.oversample_times) if args.oversample else {}
     settings = crop_settings(args, model.size_divisor)
     crops = DeviceCrops(records, {name: TARGET_KINDS[name] for name in records[0].targets}, EMPTY_TARGETS,
-                        args.batch_size, settings, crops_per_image=args.crops_per_image, repeats=repeats,
-                        seed=args.seed)
+                        args.batch_size, settings, photometric, crops_per_image=args.crops_per_image,
+                        repeats=repeats, seed=args.seed)
 
     def loss_fn(logits, batch):
         return segmentation_loss(logits, batch, args.dice_weight)
