@@ -51,6 +51,16 @@ def test_packed_images_of_different_sizes_read_back_exactly_and_zero_outside():
     assert stack.heights[:, 1].tolist() == [5, 3, 2] and float(halves) == second[:2, :2].mean()
 
 
+def test_max_channels_keep_thin_lines_in_the_coarser_levels():
+    line = np.zeros((8, 8), np.float32)
+    line[:, 3] = 1.0  # a one-pixel line, as the gap between two touching cells
+    stack = pack([np.stack([line, line])], torch.float32, max_channels=(1,))
+    rows, cols = torch.meshgrid(torch.arange(0, 8.0, 4), torch.arange(0, 8.0, 4), indexing="ij")
+    quarter = sample(stack, torch.tensor([0]), torch.tensor([2]), rows[None] + 1.5, cols[None] + 1.5)[0]
+    assert quarter[0].tolist() == [[0.25, 0.0], [0.25, 0.0]]  # averaged: a quarter of each 4 x 4 block
+    assert quarter[1].tolist() == [[1.0, 0.0], [1.0, 0.0]]    # block maxima: the line is still there
+
+
 def test_the_eight_flips_and_rotations_are_those_of_numpy():
     image = np.random.default_rng(0).random((6, 6)).astype(np.float32)
     stack = pack([image], torch.float32)
