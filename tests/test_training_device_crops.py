@@ -127,7 +127,7 @@ def _touching_pair(shape=(64, 96)):
 
 def _zoomed_masks(record, targets, scale, crops=16):
     settings = CropSettings(crop_size=128, scale_p=1.0, scale_range=(scale, scale), elastic_p=0.0, negative_p=0.0)
-    crops = DeviceCrops([record], targets, {"mask": 0.0, "weight": 1.5, "gaps": 0.0}, batch_size=crops,
+    crops = DeviceCrops([record], targets, {"mask": 0.0, "weight": 1.5}, batch_size=crops,
                         settings=settings, photometric=NO_PHOTOMETRIC, crops_per_image=crops)
     return next(iter(crops.epoch(0)))["mask"][:, 0].numpy()
 

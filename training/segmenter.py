@@ -24,8 +24,8 @@ from .weight_maps import BACKGROUND_WEIGHT, weight_map
 
 NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 #: How the crops resample each target of a record (see :mod:`training.device_crops`), and its value in empty crops.
-TARGET_KINDS = {"mask": "binary", "weight": "smooth", "gaps": "gaps"}
-EMPTY_TARGETS = {"mask": 0.0, "weight": BACKGROUND_WEIGHT, "gaps": 0.0}
+TARGET_RESAMPLING = {"mask": "binary", "weight": "smooth", "gaps": "gaps"}
+EMPTY_TARGETS = {"mask": 0.0, "weight": BACKGROUND_WEIGHT}  # gaps are cut out of the mask, never returned
 
 
 def load_records(samples: list[Sample], w0: float = 5.0, sigma: float = 3.0, contact_gaps: bool = True,
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> Path:
     model, params = build_model(args)
     repeats = read_oversampling(args.oversample, args.oversample_times) if args.oversample else {}
     settings = crop_settings(args, model.size_divisor)
-    crops = DeviceCrops(records, {name: TARGET_KINDS[name] for name in records[0].targets}, EMPTY_TARGETS,
+    crops = DeviceCrops(records, {name: TARGET_RESAMPLING[name] for name in records[0].targets}, EMPTY_TARGETS,
                         args.batch_size, settings, photometric, crops_per_image=args.crops_per_image,
                         repeats=repeats, seed=args.seed)
 

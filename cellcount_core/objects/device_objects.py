@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cellcount_core.objects import device_morphology as morphology
-from cellcount_core.objects.diameter import diameter_from_components
+from cellcount_core.objects.diameter import diameter_from_components, measured_diameters
 from cellcount_core.objects.postprocess import INSIDE, default_min_size, split_candidates, split_pieces
 from cellcount_core.objects.thresholds import PROBABILITY_VALUES, apply_threshold, fixed_threshold
 from cellcount_core.running import gpu
@@ -105,8 +105,7 @@ def estimate_diameter_on_device(mask: torch.Tensor, probability: torch.Tensor | 
                                  dtype=torch.float64)
     squared_radii = morphology.per_label(components, count, morphology.squared_distance(filled), "amax")
     radii = np.sqrt(squared_radii.cpu().numpy().astype(np.float64)).astype(np.float32)  # `components.exact_root`
-    equivalent = np.sqrt(4.0 * areas.cpu().numpy() / np.pi)
-    inscribed = np.maximum(2.0 * radii.astype(float) - 1.0, 1.0)
+    equivalent, inscribed = measured_diameters(areas.cpu().numpy(), radii)
     return diameter_from_components(equivalent[1:], inscribed[1:])
 
 

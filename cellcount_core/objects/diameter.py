@@ -9,7 +9,7 @@ from cellcount_core.objects.components import (ComponentPixels, component_labels
                                                fill_mask_holes, pack_boxes)
 
 __all__ = ["SPECK_DIAMETER", "check_mask_inputs", "component_diameters", "diameter_from_components",
-           "estimate_diameter", "inscribed_radii"]
+           "estimate_diameter", "inscribed_radii", "measured_diameters"]
 
 # A component whose equivalent diameter exceeds its inscribed diameter by more than this factor is a clump of
 # touching cells rather than one (possibly elongated) cell.
@@ -88,7 +88,11 @@ def component_diameters(pixels: ComponentPixels, weights: np.ndarray | None,
     """
     summed = None if weights is None else pixels.values(np.asarray(weights)).astype(float)
     areas = np.bincount(pixels.ids, weights=summed, minlength=pixels.count)
-    deepest = inscribed_radii(pixels, chosen)
+    return measured_diameters(areas, inscribed_radii(pixels, chosen))
+
+
+def measured_diameters(areas: np.ndarray, deepest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equivalent-circle and inscribed diameters from components' areas and largest distances to the background."""
     # the distance to the nearest background pixel centre overshoots the radius by about half a pixel
     return np.sqrt(4.0 * areas / np.pi), np.maximum(2.0 * deepest.astype(float) - 1.0, 1.0)
 
