@@ -85,11 +85,20 @@ def test_train_segmenter_writes_checkpoint_metrics_and_model_then_resumes(pairs,
     assert (photometric["texture_p"], photometric["debris"], photometric["gamma_p"]) == (0.0, 2, 0.3)
     assert card.training["command"].startswith("cellcount-train train-segmenter --data pairs=")
     assert card.training["split"]["validation_images"] >= 1 and card.diameter_range[0] > 0
+    # ready for inference as the bundled cards: cell-size band and noise floor
+    assert card.diameter_band == [8.0, 24.0] and card.normalization["min_range_over_noise"] == 40.0
 
     main(_command("train-segmenter", pairs, tmp_path, 2, "--architecture", "small_unet", "--resume"))
     second = _rows(tmp_path / "metrics.csv")
     assert [row["epoch"] for row in second] == ["0", "1"] and second[0] == first[0]
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("options, message", [(["--diameter-band", "24", "8"], "--diameter-band 24 8"),
+                                              (["--min-range-over-noise", "-1"], "--min-range-over-noise -1")])
+def test_wrong_inference_settings_name_themselves(pairs, tmp_path, options, message):
+    with pytest.raises(SystemExit, match=message):
+        main(_command("train-counter", pairs, tmp_path, 1, "--architecture", "density_counter", *options))
 
 
 @pytest.mark.parametrize("option", ["sparkle_p=1", "texture_p", "debris=many"])
@@ -115,10 +124,12 @@ def test_init_from_starts_at_a_model_and_refuses_another_architecture(pairs, tmp
 
 
 def test_train_counter_density_and_mask_regressor(pairs, tmp_path):
-    command = _command("train-counter", pairs, tmp_path / "density", 1, "--architecture", "density_counter")
+    command = _command("train-counter", pairs, tmp_path / "density", 1, "--architecture", "density_counter",
+                       "--diameter-band", "10", "30", "--min-range-over-noise", "0")
     main([item for item in command if item != "--no-score"])
     model, card = load_model(tmp_path / "density" / "tiny")
     assert card.kind == "counter" and card.input == "image" and card.input_size is None
+    assert card.diameter_band == [10.0, 30.0] and "min_range_over_noise" not in card.normalization
     scores = card.metrics["validation"]["pairs"]["count"]["overall"]  # scored on the whole validation images
     assert scores["images"] >= 1 and scores["mape"] >= 0
     dcc = ["train-counter", "--data", pairs, "--validation-fraction", "0.5", "--out", str(tmp_path / "dcc"),
@@ -127,6 +138,7 @@ def test_train_counter_density_and_mask_regressor(pairs, tmp_path):
     main(dcc)
     card = json.loads((tmp_path / "dcc" / "tiny.json").read_text())
     assert card["input"] == "mask" and card["input_size"] == [32, 32] and "val_mape" in card["metrics"]
+    assert card["diameter_band"] is None  # a mask counter is never resized
 
 
 def test_counter_input_must_fit_the_architecture(pairs, tmp_path):

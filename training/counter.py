@@ -27,8 +27,9 @@ from .device_crops import DeviceCrops
 from .instances import read_instances
 from .loop import seed_everything, train
 from .losses import count_loss, density_loss
-from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
-                      crop_settings, loop_config, photometric_settings, read_split, training_record)
+from .options import (add_crop_arguments, add_data_arguments, add_inference_arguments, add_loop_arguments,
+                      augmentation_record, build_model, crop_settings, inference_card_fields, loop_config,
+                      photometric_settings, read_split, training_record)
 from .segmenter import NORMALIZATION
 from .validation import write_validation_metrics
 
@@ -166,6 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segmenter", help="model file whose thresholded output gives the training masks "
                                             "(--input mask; default: the true masks)")
     add_crop_arguments(parser, crop_size=256, crops_per_image=4, elastic_p=0.3)  # density counters only
+    add_inference_arguments(parser)  # density counters only
     parser.add_argument("--density-scale", type=float, default=100.0, help="scale of densities in the pixel MSE")
     parser.add_argument("--count-weight", type=float, default=1.0, help="weight of the relative count error")
     parser.add_argument("--description", default="", help="model description for the card")
@@ -174,7 +176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     """Train a counter as the options say; write ``OUT/NAME.{safetensors,json}`` and return the weights path."""
     seed_everything(args.seed)
-    photometric = photometric_settings(args)  # a wrong option fails before the data is read
+    photometric = photometric_settings(args)  # wrong options fail before the data is read
+    image_input = args.input == "image"
+    inference = inference_card_fields(args, NORMALIZATION) if image_input else {"normalization": NORMALIZATION}
     train_samples, validation_samples = read_split(args)
     model, params = build_model(args)
     input_size = getattr(model, "input_size", None)
@@ -208,10 +212,10 @@ def run(args: argparse.Namespace):
     model.load_state_dict(result.best_state)
     card = ModelCard(
         name=args.name, kind="counter", architecture=args.architecture, params=params, input=args.input,
-        normalization=NORMALIZATION, input_size=list(input_size) if input_size else None,
+        input_size=list(input_size) if input_size else None, **inference,
         training={**training_record(args, train_samples, validation_samples), "best_epoch": result.best_epoch,
                   "epochs_run": len(result.history), "stop_reason": result.stop_reason,
-                  **({"augmentation": augmentation_record(dataset)} if args.input == "image" else {}),
+                  **({"augmentation": augmentation_record(dataset)} if image_input else {}),
                   "targets": (f"masks thresholded from {args.segmenter}" if args.segmenter else "true masks")
                   if args.input == "mask" else "density: unit mass per cell spread over its pixels",
                   "loss": "relative L1 count error" if args.input == "mask" else

@@ -78,6 +78,34 @@ def add_crop_arguments(parser: argparse.ArgumentParser, *, crop_size: int, crops
                              "training.photometric.Photometric)")
 
 
+#: The inference settings of the bundled cards (docs/RESULTS.md, "Images unlike the training data"): images whose
+#: cells are estimated larger than this band of diameters (px) also run reduced into it, and the percentile range is
+#: kept at least this many noise standard deviations wide, so that an empty field is not stretched into cells.
+DIAMETER_BAND = (8.0, 24.0)
+MIN_RANGE_OVER_NOISE = 40.0
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the card's inference settings for a model that sees images (``--diameter-band``, noise floor)."""
+    parser.add_argument("--diameter-band", type=float, nargs=2, default=DIAMETER_BAND, metavar=("MIN", "MAX"),
+                        help="estimated cell diameters in px the model handles; inference brings larger cells into "
+                             "this band (card's diameter_band; default 8 24, as the bundled cards)")
+    parser.add_argument("--min-range-over-noise", type=float, default=MIN_RANGE_OVER_NOISE,
+                        help="noise floor of the percentile normalization, in noise standard deviations (card's "
+                             "normalization.min_range_over_noise; 0 for none; default %(default)s)")
+
+
+def inference_card_fields(args: argparse.Namespace, normalization: dict) -> dict:
+    """The card's ``normalization`` (`normalization` and the noise floor) and ``diameter_band``, as the options say."""
+    low, high = args.diameter_band
+    if not 0 < low < high:
+        raise SystemExit(f"--diameter-band {low:g} {high:g}: give two diameters in px, the smaller first, e.g. 8 24.")
+    if args.min_range_over_noise < 0:
+        raise SystemExit(f"--min-range-over-noise {args.min_range_over_noise:g}: give 0 (no floor) or more.")
+    floor = {"min_range_over_noise": args.min_range_over_noise} if args.min_range_over_noise else {}
+    return {"normalization": {**normalization, **floor}, "diameter_band": [low, high]}
+
+
 def crop_settings(args: argparse.Namespace, size_divisor: int):
     """The :class:`training.device_crops.CropSettings` the options ask for (crop side rounded down to the network's
     size divisor)."""

@@ -17,8 +17,9 @@ from .device_crops import DeviceCrops
 from .instances import contact_band, read_instances, separate_touching
 from .loop import seed_everything, train
 from .losses import segmentation_loss
-from .options import (add_crop_arguments, add_data_arguments, add_loop_arguments, augmentation_record, build_model,
-                      crop_settings, loop_config, photometric_settings, read_split, training_record)
+from .options import (add_crop_arguments, add_data_arguments, add_inference_arguments, add_loop_arguments,
+                      augmentation_record, build_model, crop_settings, inference_card_fields, loop_config,
+                      photometric_settings, read_split, training_record)
 from .validation import write_validation_metrics
 from .weight_maps import BACKGROUND_WEIGHT, weight_map
 
@@ -90,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     add_loop_arguments(parser, lr=0.006, batch_size=4)
     add_crop_arguments(parser, crop_size=512, crops_per_image=12, elastic_p=0.3)  # c-ResUnet: 512, 12 per image
+    add_inference_arguments(parser)
     parser.add_argument("--w0", type=float, default=5.0, help="weight-map border weight")
     parser.add_argument("--sigma", type=float, default=3.0, help="weight-map decay length in pixels")
     parser.add_argument("--no-contact-gaps", dest="contact_gaps", action="store_false",
@@ -103,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Path:
     """Train a segmenter as the options say; write ``OUT/NAME.{safetensors,json}`` and return the model path."""
     seed_everything(args.seed)
-    photometric = photometric_settings(args)  # a wrong option fails before the data is read
+    photometric = photometric_settings(args)  # wrong options fail before the data is read
+    inference = inference_card_fields(args, NORMALIZATION)
     train_samples, validation_samples = read_split(args)
     records = load_records(train_samples, args.w0, args.sigma, args.contact_gaps, desc="training images")
     validation = load_records(validation_samples, args.w0, args.sigma, args.contact_gaps, desc="validation images")
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> Path:
     model.load_state_dict(result.best_state)
     card = ModelCard(
         name=args.name, kind="segmenter", architecture=args.architecture, params=params, input="image",
-        normalization=NORMALIZATION, diameter_range=diameter_range(records),
+        diameter_range=diameter_range(records), **inference,
         default_threshold={"value": 0.5, "method": "simple"},
         training={**training_record(args, train_samples, validation_samples), "best_epoch": result.best_epoch,
                   "epochs_run": len(result.history), "stop_reason": result.stop_reason,
