@@ -12,11 +12,11 @@ from training.device_crops import CropSettings, DeviceCrops, background_windows
 from training.instances import contact_band, separate_touching
 from training.packed import level_for_scale, pack, sample
 from training.photometric import (Photometric, contrast_brightness, gamma, gaussian_blur, noise, normalize_percentile,
-                                  random_debris, smooth_field, specks, texture, uneven_staining)
+                                  random_debris, smooth_field, specks, texture)
 from training.warps import area_factor, source_coordinates
 
-NO_PHOTOMETRIC = Photometric(texture_p=0, uneven_p=0, gamma_p=0, gradient_p=0, debris_p=0, blur_p=0, brightness=0,
-                             contrast=0, noise_p=0)
+NO_PHOTOMETRIC = Photometric(texture_p=0, gamma_p=0, gradient_p=0, debris_p=0, blur_p=0, brightness=0, contrast=0,
+                             noise_p=0)
 
 
 def _generator(seed=0):
@@ -205,11 +205,6 @@ def test_intensity_functions_do_what_they_say():
     speckled = specks(torch.zeros(1, 1, 16, 16), torch.tensor([[[4.0, 9.0]]]), torch.tensor([[0.7]]),
                       torch.tensor([[1.0]]))
     assert speckled[0, 0, 4, 9] == pytest.approx(1.0) and speckled[0, 0, 12, 2] < 1e-6
-    # uneven staining: a field of 0 dims by half the depth, a high field by nearly all of it, a low one barely
-    field = torch.tensor([0.0, 3.0, -3.0]).view(1, 1, 1, 3)
-    dimmed = uneven_staining(torch.ones(2, 1, 1, 3), field, torch.tensor([0.8, 0.0]))
-    torch.testing.assert_close(dimmed[0].flatten(), 1 - 0.8 * torch.sigmoid(torch.tensor([0.0, 6.0, -6.0])))
-    assert dimmed[0, 0, 0, 1] < 0.21 and dimmed[0, 0, 0, 2] > 0.99 and torch.equal(dimmed[1], torch.ones(1, 1, 3))
 
 
 def test_blur_keeps_the_mean_and_noise_has_the_variance_it_says():
@@ -231,7 +226,7 @@ def test_crop_normalization_matches_the_inference_normalization():
 
 def test_photometric_changes_the_image_reproducibly():
     images = torch.from_numpy(_cells(0).image.astype(np.float32))[None, None].repeat(4, 1, 1, 1)
-    everything = Photometric(texture_p=1, uneven_p=1, gamma_p=1, gradient_p=1, debris_p=1, blur_p=1, noise_p=1)
+    everything = Photometric(texture_p=1, gamma_p=1, gradient_p=1, debris_p=1, blur_p=1, noise_p=1)
     first, second = everything(images, _generator(1)), everything(images, _generator(1))
     torch.testing.assert_close(first, second)
     assert first.shape == images.shape and not torch.allclose(first, images)

@@ -43,12 +43,6 @@ def gamma(images: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     return torch.where(images > 0, images.clamp(min=0) ** exponent.view(-1, 1, 1, 1), images)
 
 
-def uneven_staining(images: torch.Tensor, field: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-    """Multiply by ``1 - depth * sigmoid(2 * field)``: cells in some regions stain or express far less than their
-    neighbours (dim nuclei beside bright ones), while the percentile range stays set by the bright ones."""
-    return images * (1 - depth.view(-1, 1, 1, 1) * torch.sigmoid(2 * field))
-
-
 def contrast_brightness(images: torch.Tensor, contrast: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:
     """Scale each image's deviation from its mean by ``contrast`` and add ``brightness``."""
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
@@ -135,8 +129,6 @@ class Photometric:
     ----------
     texture_p, texture : float
         Chromatin-like grain: ``x * (1 + a * grain)``, ``a`` up to ``texture``, grain ``texture_px`` across.
-    uneven_p, uneven : float
-        Uneven staining: regions about ``uneven_px`` across are dimmed by a factor down to ``1 - uneven``.
     gamma_p, gamma : float
         ``x ** g`` with ``log g`` uniform in ``+-log(gamma)``.
     gradient_p, gradient : float
@@ -154,9 +146,6 @@ class Photometric:
     texture_p: float = 0.3
     texture: float = 0.6
     texture_px: float = 3.0
-    uneven_p: float = 0.3
-    uneven: float = 0.9
-    uneven_px: float = 48.0
     gamma_p: float = 0.3
     gamma: float = 1.6
     gradient_p: float = 0.3
@@ -182,9 +171,6 @@ class Photometric:
         grain_points = max(int(round(max(shape) / self.texture_px)), 2)
         images = texture(images, smooth_field(batch, shape, grain_points, generator, device),
                          draw(self.texture_p, 0.0, self.texture))
-        uneven_points = max(int(round(max(shape) / self.uneven_px)), 2)
-        images = uneven_staining(images, smooth_field(batch, shape, uneven_points, generator, device),
-                                 draw(self.uneven_p, 0.0, self.uneven))
         log_gamma = math.log(self.gamma)
         images = gamma(images, torch.exp(draw(self.gamma_p, -log_gamma, log_gamma)))
         images = add_field(images, smooth_field(batch, shape, 3, generator, device),
