@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cellcount_core.running.inference import (  # noqa: E402
+    SEGMENTER_BORDER,
     InferenceError,
     clear_model_cache,
     get_model,
@@ -69,14 +70,16 @@ def segmenter(tmp_path):
     return save(tmp_path, "seg", **SEGMENTER)
 
 
-def whole_image_output(model, inputs):
-    """Run a network once on a C x H x W array, reflect-padded to its size divisor, and crop back."""
+def whole_image_output(model, inputs, border=0):
+    """Run a network once on a C x H x W array, reflect-padded by `border` on every side and to its size divisor,
+    and crop back."""
     divisor = model.size_divisor
     height, width = inputs.shape[-2:]
-    pad = ((0, 0), (0, -height % divisor), (0, -width % divisor))
+    after = [border - (length + 2 * border) % -divisor for length in (height, width)]  # border, then to the divisor
+    pad = ((0, 0), (border, after[0]), (border, after[1]))
     batch = torch.from_numpy(np.pad(inputs, pad, mode="reflect")[None])
     with torch.inference_mode():
-        return model(batch)[0, 0, :height, :width].numpy()
+        return model(batch)[0, 0, border:border + height, border:border + width].numpy()
 
 
 def sample_image(shape=(160, 150), seed=0):
@@ -145,7 +148,7 @@ def test_tiled_probability_equals_a_whole_image_run(segmenter):
     weights, model = segmenter
     image = sample_image((300, 280))
     inputs = normalize_percentile(image, 2.0, 99.0)[None]
-    expected = torch.sigmoid(torch.from_numpy(whole_image_output(model, inputs))).numpy()
+    expected = torch.sigmoid(torch.from_numpy(whole_image_output(model, inputs, SEGMENTER_BORDER))).numpy()
     probability = predict_probability(image, weights, "CPU", batch_size=3, **SEGMENTER_TILING)
     assert probability.dtype == np.float32 and probability.shape == image.shape
     assert 0.0 <= probability.min() and probability.max() <= 1.0
@@ -187,7 +190,7 @@ def test_gray_images_are_repeated_for_colour_models(tmp_path):
     rgb = np.stack([gray, gray // 2, gray], axis=-1)
     probability = predict_probability(rgb, weights, "CPU", **SEGMENTER_TILING)
     inputs = np.moveaxis(normalize_percentile(rgb, 2.0, 99.0), -1, 0)
-    expected = torch.sigmoid(torch.from_numpy(whole_image_output(model, inputs))).numpy()
+    expected = torch.sigmoid(torch.from_numpy(whole_image_output(model, inputs, SEGMENTER_BORDER))).numpy()
     np.testing.assert_allclose(probability, expected, atol=1e-5)
     np.testing.assert_array_equal(
         predict_probability(gray, weights, "CPU", **SEGMENTER_TILING),
@@ -199,7 +202,8 @@ def test_small_image_is_padded_and_cropped(segmenter):
     weights, model = segmenter
     image = sample_image((5, 7))
     probability = predict_probability(image, weights, "CPU")
-    expected = torch.sigmoid(torch.from_numpy(whole_image_output(model, normalize_percentile(image, 2, 99)[None])))
+    inputs = normalize_percentile(image, 2, 99)[None]
+    expected = torch.sigmoid(torch.from_numpy(whole_image_output(model, inputs, SEGMENTER_BORDER)))
     np.testing.assert_allclose(probability, expected.numpy(), atol=1e-5)
 
 

@@ -28,6 +28,21 @@ def test_kept_regions_partition_the_image(shape, tile_size, overlap, multiple):
         assert tile.dest[0].start == tile.y + tile.keep[0].start and tile.dest[1].start == tile.x + tile.keep[1].start
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_mirrored_border_keeps_the_partition_and_reaches_past_every_side(shape):
+    plan = plan_tiles(shape, tile_size=64, overlap=16, multiple=8, border=8)
+    np.testing.assert_array_equal(coverage(plan), 1)
+    tile_h, tile_w = plan.tile_shape
+    assert min(t.y for t in plan.tiles) == -8 and min(t.x for t in plan.tiles) == -8
+    assert max(t.y for t in plan.tiles) + tile_h >= shape[0] + 8 and max(t.x for t in plan.tiles) + tile_w >= shape[1] + 8
+    assert all((t.y + 8) % 8 == 0 and (t.x + 8) % 8 == 0 for t in plan.tiles)
+
+
+def test_a_border_grows_the_tile_so_an_image_of_tile_size_keeps_one_tile():
+    plan = plan_tiles((2048, 2048), tile_size=2048, overlap=128, multiple=8, border=8)
+    assert plan.tile_shape == (2064, 2064) and len(plan.tiles) == 1 and not plan.contains(plan.tiles[0])
+
+
 def test_last_tile_is_aligned_to_the_border_and_margins_are_half_the_overlap():
     plan = plan_tiles((1000, 700), tile_size=256, overlap=32, multiple=8)
     assert plan.padded_shape == (1000, 704)
@@ -150,6 +165,18 @@ def test_stitched_bn_network_equals_a_whole_image_run():
     plan = plan_tiles(image.shape, tile_size=48, overlap=20, multiple=2)
     assert len(plan.tiles) > 9
     np.testing.assert_allclose(stitch(network_fn(net), image, plan), whole_image_run(net, image, plan), atol=1e-5)
+
+
+def test_stitched_output_with_a_border_equals_a_run_on_the_mirrored_image():
+    net = small_bn_network()
+    image = np.random.default_rng(3).random((1, 150, 133)).astype(np.float32)
+    plan = plan_tiles(image.shape, tile_size=48, overlap=20, multiple=2, border=6)
+    after = (plan.padded_shape[0] - 150 - 6, plan.padded_shape[1] - 133 - 6)
+    mirrored = np.pad(image, ((0, 0), (6, after[0]), (6, after[1])), mode="reflect")
+    whole = network_fn(net)(mirrored[None])[0, 0, 6:156, 6:139]
+    np.testing.assert_allclose(stitch(network_fn(net), image, plan), whole, atol=1e-5)
+    unmirrored = stitch(network_fn(net), image, plan_tiles(image.shape, tile_size=48, overlap=20, multiple=2))
+    assert np.abs(unmirrored - whole)[:4].max() > 1e-3  # the border changes what the network sees at the edges
 
 
 def test_a_margin_smaller_than_the_receptive_field_shows_seams():

@@ -224,6 +224,13 @@ def _tile_function(model, activation=None, prepare=None):
     return run
 
 
+#: Pixels of the image mirrored beyond each of its sides before a segmenter sees it (`tiling.plan_tiles`'s
+#: ``border``), so that nuclei cut by the image border are seen whole rather than against zero padding. With the
+#: bundled segmenter 8 px found 5 more of the StarDist example's 125 nuclei (111 -> 116) and raised the DSB2018
+#: validation F1 from 0.927 to 0.932; 16 and 32 px did no better (docs/RESULTS.md).
+SEGMENTER_BORDER = 8
+
+
 def _overlap(network, inputs, overlap, tile_size):
     """The tile overlap: as given, or (None) the one that covers the network's receptive field."""
     return context_overlap(network, inputs.shape[0], tile_size) if overlap is None else overlap
@@ -233,8 +240,8 @@ def predict_probability(image, model="default", device="Auto", tile_size="auto",
                         progress=False):
     """Probability map of a segmentation model over an image of any size.
 
-    The image is reduced to gray (or to RGB for models with 3 input channels), cut into overlapping tiles (see
-    `tiling`), normalized tile by tile with the whole image's percentiles as the model card says, run in batches
+    The image is reduced to gray (or to RGB for models with 3 input channels), mirrored by `SEGMENTER_BORDER`
+    pixels beyond its sides, cut into overlapping tiles (see `tiling`), normalized tile by tile with the whole image's percentiles as the model card says, run in batches
     and stitched into one preallocated map: beside the image and the map, memory holds two batches of tiles and
     the network's activations, however large the image. On CUDA the image is uploaded once and all of this
     happens in GPU memory (`device_tiles`; the host path where the memory share cannot hold the image), and the
@@ -281,26 +288,28 @@ def predict_probability(image, model="default", device="Auto", tile_size="auto",
             return _probability_on_device(image, network, card, tile_size, overlap, batch_size, progress)
         inputs, normalize = _image_input(image, card)
         plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
-                          multiple=network.size_divisor)
+                          multiple=network.size_divisor, border=SEGMENTER_BORDER)
         run = _tile_function(network, torch.sigmoid, normalize)
         return stitch(run, inputs, plan, batch_size=batch_size, progress=progress)
     finally:
         gpu.release_cached_memory(torch_device)
 
 
-def _tiles_on_device(image, network, card, tile_size, overlap, activation):
-    """(inputs, plan, normalize, forward) of an image uploaded to the network's device (`device_tiles`)."""
+def _tiles_on_device(image, network, card, tile_size, overlap, activation, border=0):
+    """(inputs, plan, normalize, forward) of an image uploaded to the network's device (`device_tiles`), tiled with a
+    mirrored `border`."""
     device = next(network.parameters()).device
     inputs, normalize = device_tiles.image_input(image, device, card.params.get("in_channels", 1),
                                                  *_percentile_settings(card))
     plan = plan_tiles(inputs.shape, tile_size, _overlap(network, inputs, overlap, tile_size),
-                      multiple=network.size_divisor)
+                      multiple=network.size_divisor, border=border)
     return inputs, plan, normalize, functools.partial(_forward, network, activation, _autocast_dtype(device))
 
 
 def _probability_on_device(image, network, card, tile_size, overlap, batch_size, progress):
     """`predict_probability` with the image uploaded once and tiled, run and stitched on the network's device."""
-    inputs, plan, normalize, forward = _tiles_on_device(image, network, card, tile_size, overlap, torch.sigmoid)
+    inputs, plan, normalize, forward = _tiles_on_device(image, network, card, tile_size, overlap, torch.sigmoid,
+                                                        SEGMENTER_BORDER)
     return device_tiles.to_host(device_tiles.stitch(forward, inputs, plan, normalize, batch_size, progress))
 
 

@@ -3,9 +3,10 @@
 Each tile keeps only its central region: adjacent tiles are cut in the middle of their overlap, so at least
 ``overlap // 2`` pixels of context are cropped from every tile side that is not on the image border. Tile
 positions are multiples of the network's size divisor, and the image is (virtually) reflect-padded to a multiple
-of it. A network whose receptive-field radius is at most ``overlap // 2`` and whose normalization is local (for
-example BatchNorm in eval mode, but not GroupNorm) therefore gives the same stitched output as one run on the
-whole padded image, to float tolerance.
+of it and, where the plan has a ``border``, by that many pixels beyond each of its sides, so that objects cut by
+the image border are seen whole (the overlap-tile strategy of the U-Net paper). A network whose receptive-field
+radius is at most ``overlap // 2`` and whose normalization is local (for example BatchNorm in eval mode, but not
+GroupNorm) therefore gives the same stitched output as one run on the whole padded image, to float tolerance.
 
 Outputs are written into one preallocated array as batches come back, so memory is bounded by the output plus
 two batches of tiles, however large the image. The tile function may return its result lazily (any object that
@@ -27,7 +28,8 @@ class Tile:
     Attributes
     ----------
     y, x : int
-        Top-left corner in padded image coordinates (multiples of the plan's ``multiple``).
+        Top-left corner in image coordinates: negative where the tile reaches into the mirrored border (``y +
+        border`` and ``x + border`` are multiples of the plan's ``multiple``).
     keep : tuple of slice
         (rows, columns) of the tile output that are kept.
     dest : tuple of slice
@@ -51,18 +53,23 @@ class TilePlan:
     tile_shape : tuple of int
         (h, w) of every tile.
     padded_shape : tuple of int
-        (H, W) rounded up to the plan's multiple and to at least one tile; beyond the image it is reflected.
+        (H + 2 border, W + 2 border) rounded up to the plan's multiple and to at least one tile; beyond the image
+        it is reflected.
     tiles : tuple of Tile
+    border : int
+        Mirrored pixels before the image's first row and column (and at least as many after its last).
     """
 
     image_shape: tuple
     tile_shape: tuple
     padded_shape: tuple
     tiles: tuple
+    border: int = 0
 
     def contains(self, tile):
         """Whether a tile lies within the image (else it reaches into the reflected padding)."""
-        return tile.y + self.tile_shape[0] <= self.image_shape[0] and tile.x + self.tile_shape[1] <= self.image_shape[1]
+        return (min(tile.y, tile.x) >= 0 and tile.y + self.tile_shape[0] <= self.image_shape[0]
+                and tile.x + self.tile_shape[1] <= self.image_shape[1])
 
 
 #: Tile side and tiles per batch by device type, from ``python -m benchmarks.tile_defaults`` (BENCHMARKS.md). On a
@@ -117,9 +124,10 @@ def resolve_tiling(tile_size, batch_size, device) -> tuple[int, int]:
     return tile, int(batch)
 
 
-def _axis_plan(length, tile, overlap, multiple):
-    """Return (tile length, padded length, [(start, keep_start, keep_stop)]) along one axis."""
-    padded = math.ceil(length / multiple) * multiple
+def _axis_plan(length, tile, overlap, multiple, border):
+    """Return (tile length, padded length, [(start, keep_start, keep_stop)]) along one axis, in image coordinates
+    (the padded axis starts `border` pixels before the image)."""
+    padded = math.ceil((length + 2 * border) / multiple) * multiple
     tile = min(tile, padded)
     starts = [0]
     if padded > tile:
@@ -131,11 +139,12 @@ def _axis_plan(length, tile, overlap, multiple):
             )
         starts = list(range(0, padded - tile, step)) + [padded - tile]
     cuts = [0] + [(nxt + prev + tile) // 2 for prev, nxt in zip(starts, starts[1:])] + [padded]
-    spans = [(start, lo, min(hi, length)) for start, lo, hi in zip(starts, cuts, cuts[1:])]
-    return tile, padded, spans
+    spans = [(start - border, max(lo - border, 0), min(hi - border, length))
+             for start, lo, hi in zip(starts, cuts, cuts[1:])]
+    return tile, padded, [span for span in spans if span[1] < span[2]]
 
 
-def plan_tiles(image_shape, tile_size=512, overlap=64, multiple=1):
+def plan_tiles(image_shape, tile_size=512, overlap=64, multiple=1, border=0):
     """Plan overlapping tiles that cover an image.
 
     Parameters
@@ -150,6 +159,9 @@ def plan_tiles(image_shape, tile_size=512, overlap=64, multiple=1):
         cropped from each interior tile side.
     multiple : int
         Tile positions and sizes are multiples of this (a network's ``size_divisor``).
+    border : int
+        Pixels of the image mirrored beyond each of its sides, which the border tiles see as context; tiles
+        grow by twice this, so that an image of `tile_size` still takes one tile.
 
     Returns
     -------
@@ -167,11 +179,11 @@ def plan_tiles(image_shape, tile_size=512, overlap=64, multiple=1):
         raise ValueError(f"multiple={multiple} must be a positive integer.")
     if tile_size < multiple:
         raise ValueError(f"tile_size={tile_size} is smaller than the size divisor {multiple}; use a larger tile_size.")
-    if overlap < 0:
-        raise ValueError(f"overlap={overlap} is negative; use 0 or more pixels.")
-    tile = tile_size // multiple * multiple
-    tile_h, padded_h, rows = _axis_plan(height, tile, overlap, multiple)
-    tile_w, padded_w, cols = _axis_plan(width, tile, overlap, multiple)
+    if overlap < 0 or border < 0:
+        raise ValueError(f"overlap={overlap} or border={border} is negative; use 0 or more pixels.")
+    tile = (tile_size + 2 * border) // multiple * multiple
+    tile_h, padded_h, rows = _axis_plan(height, tile, overlap, multiple, border)
+    tile_w, padded_w, cols = _axis_plan(width, tile, overlap, multiple, border)
     tiles = tuple(
         Tile(
             y=y,
@@ -182,7 +194,7 @@ def plan_tiles(image_shape, tile_size=512, overlap=64, multiple=1):
         for y, y_lo, y_hi in rows
         for x, x_lo, x_hi in cols
     )
-    return TilePlan((height, width), (tile_h, tile_w), (padded_h, padded_w), tiles)
+    return TilePlan((height, width), (tile_h, tile_w), (padded_h, padded_w), tiles, border)
 
 
 def _reflect(indices, length):
