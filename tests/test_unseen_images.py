@@ -79,7 +79,9 @@ def test_specks_of_photon_noise_are_no_cells_but_tiny_nuclei_are(shared_data, ds
     image = read_image(shared_data / f"dsb2018_fluo/images/{name}.png")
     labels = imread(shared_data / f"dsb2018_fluo/labels/{name}.tif")
     beside = next(background_crops(image, labels))
-    assert 1 <= segment_image(beside, device="CPU").count <= 5  # 451 specks before
+    # 451 specks before; the nucleus cut by the crop's edge comes out in pieces (4 unmirrored, 7 since the
+    # segmenter sees the image mirrored beyond its borders, docs/RESULTS.md "Mirrored image borders")
+    assert 1 <= segment_image(beside, device="CPU").count <= 8
     name = "3852c7e45bd885b9537e276861ab50b99bb42f0f8e717d2f88174c62862ca3ff"
     nuclei = read_image(shared_data / f"dsb2018_fluo/images/{name}.png")
     reduced, _ = resize_pair(nuclei, np.zeros(nuclei.shape[:2], np.int32), 0.5)  # nuclei of about 5 px
