@@ -227,7 +227,7 @@ def _tile_function(model, activation=None, prepare=None):
 #: Pixels of the image mirrored beyond each of its sides before a segmenter sees it (`tiling.plan_tiles`'s
 #: ``border``), so that nuclei cut by the image border are seen whole rather than against zero padding. With the
 #: bundled segmenter 8 px found 5 more of the StarDist example's 125 nuclei (111 -> 116) and raised the DSB2018
-#: validation F1 from 0.927 to 0.932; 16 and 32 px did no better (docs/RESULTS.md).
+#: validation F1 from 0.927 to 0.931, at a cost on BBBC005 (docs/RESULTS.md, "Mirrored image borders").
 SEGMENTER_BORDER = 8
 
 
