@@ -241,11 +241,11 @@ def predict_probability(image, model="default", device="Auto", tile_size="auto",
     """Probability map of a segmentation model over an image of any size.
 
     The image is reduced to gray (or to RGB for models with 3 input channels), mirrored by `SEGMENTER_BORDER`
-    pixels beyond its sides, cut into overlapping tiles (see `tiling`), normalized tile by tile with the whole image's percentiles as the model card says, run in batches
-    and stitched into one preallocated map: beside the image and the map, memory holds two batches of tiles and
-    the network's activations, however large the image. On CUDA the image is uploaded once and all of this
-    happens in GPU memory (`device_tiles`; the host path where the memory share cannot hold the image), and the
-    cached GPU memory is released afterwards.
+    pixels beyond its sides, cut into overlapping tiles (see `tiling`), normalized tile by tile with the whole
+    image's percentiles as the model card says, run in batches and stitched into one preallocated map: beside the
+    image and the map, memory holds two batches of tiles and the network's activations, however large the image.
+    On CUDA the image is uploaded once and all of this happens in GPU memory (`device_tiles`; the host path where
+    the memory share cannot hold the image), and the cached GPU memory is released afterwards.
 
     Parameters
     ----------

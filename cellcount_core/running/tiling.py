@@ -53,18 +53,15 @@ class TilePlan:
     tile_shape : tuple of int
         (h, w) of every tile.
     padded_shape : tuple of int
-        (H + 2 border, W + 2 border) rounded up to the plan's multiple and to at least one tile; beyond the image
-        it is reflected.
+        (H + 2 border, W + 2 border) rounded up to the plan's multiple and to at least one tile (`plan_tiles`'s
+        border); beyond the image it is reflected.
     tiles : tuple of Tile
-    border : int
-        Mirrored pixels before the image's first row and column (and at least as many after its last).
     """
 
     image_shape: tuple
     tile_shape: tuple
     padded_shape: tuple
     tiles: tuple
-    border: int = 0
 
     def contains(self, tile):
         """Whether a tile lies within the image (else it reaches into the reflected padding)."""
@@ -194,7 +191,7 @@ def plan_tiles(image_shape, tile_size=512, overlap=64, multiple=1, border=0):
         for y, y_lo, y_hi in rows
         for x, x_lo, x_hi in cols
     )
-    return TilePlan((height, width), (tile_h, tile_w), (padded_h, padded_w), tiles, border)
+    return TilePlan((height, width), (tile_h, tile_w), (padded_h, padded_w), tiles)
 
 
 def _reflect(indices, length):
