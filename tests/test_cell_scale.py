@@ -89,12 +89,14 @@ def test_large_cells_are_reduced_into_the_band_and_mapped_back(diameter):
     assert (values > 0.5).sum() == pytest.approx(image.sum(), rel=0.05)  # filled disks, not outlines
 
 
-def test_large_cells_the_network_knows_keep_the_full_size_pass():
-    image, _ = disks(60, shape=(768, 768))
-    network = BandNetwork(largest=100.0)  # trained on large cells too, like BBBC005's
+def test_large_cells_seen_whole_at_full_size_still_run_reduced():
+    # as many full-size pieces as reduced cells is above FRAGMENT_RATIO: the watershed would over-split large
+    # textured nuclei at full size; only cells that merge at full size (BBBC005 w2) keep it (test_unseen_images)
+    image, count = disks(60, shape=(768, 768))
+    network = BandNetwork(largest=100.0)  # trained on large cells too
     values, scale = predict_at_cell_scale(image, network, BAND, 0.5)
-    assert scale.factor == 1.0 and scale.diameter == pytest.approx(60, rel=0.1)
-    assert np.array_equal(values, network(image))
+    assert BAND[0] <= 60 * scale.factor <= BAND[1]
+    assert ndi.label(values > 0.5)[1] == count
 
 
 def test_fragmented_needs_enough_reduced_cells_for_a_verdict():
