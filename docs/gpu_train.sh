@@ -24,7 +24,8 @@ COMMON=(--data bbbc005=shared/data/bbbc005 --data dsb2018=shared/data/dsb2018_fl
 case $MODEL in
   segmenter)
     NAME=nuclei-segmenter
-    TRAIN=(train-segmenter --name $NAME --architecture small_unet --param base_filters="${WIDTH:-8}") ;;
+    TRAIN=(train-segmenter --name $NAME --architecture small_unet --param base_filters="${WIDTH:-8}"
+           --param depth=4) ;;
   counter)
     NAME=nuclei-counter
     TRAIN=(train-counter --name $NAME --architecture density_counter --param base_filters="${WIDTH:-8}"
