@@ -71,7 +71,7 @@ def test_runs_batch_sizes_and_thread_counts_give_the_same_objects(image, batch_s
     assert count == pytest.approx(reference_count, rel=1e-5, abs=1e-4)
 
 
-@pytest.mark.parametrize("name, radius, overlap", [("nuclei-segmenter", 62, 128), ("nuclei-counter", 94, 192)])
+@pytest.mark.parametrize("name, radius, overlap", [("nuclei-segmenter", 126, 256), ("nuclei-counter", 94, 192)])
 def test_the_default_overlap_covers_the_bundled_networks_receptive_fields(name, radius, overlap):
     network, _ = get_model(name, "CPU")
     assert receptive_radius(network) == radius
@@ -84,7 +84,8 @@ def test_the_default_overlap_covers_the_bundled_networks_receptive_fields(name, 
 def test_tile_sizes_give_the_whole_image_objects(image, tile_size):
     whole_probability, whole = segment(image, tile_size=1024)
     probability, found = segment(image, tile_size=tile_size)
-    assert np.abs(probability - whole_probability).max() <= 1e-5
+    # 256-pixel tiles overlap by half a tile, 128 pixels, less than the segmenter's 2 x 126 (v4, depth 4)
+    assert np.abs(probability - whole_probability).max() <= (1e-5 if tile_size >= 512 else 1e-3)
     assert found.count == whole.count and same_objects(found.labels, whole.labels)
     whole_count = predict_count(image, device="CPU", tile_size=1024)
     # 256-pixel tiles overlap by half a tile, 128 pixels, less than the counter's 192: a little context is lost

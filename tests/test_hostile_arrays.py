@@ -53,10 +53,10 @@ def test_every_numeric_dtype_gives_the_same_count(cells, reference, dtype):
 
 @pytest.mark.parametrize("convert", [lambda mask: mask, lambda mask: mask.astype(np.uint8) * 255])
 def test_a_binary_mask_is_refused_unless_the_model_reads_masks(cells, convert):
-    """The bundled networks find none of the cells in a mask of them: refused rather than counted as empty."""
+    """A mask is refused: the networks read intensities, and what they make of a mask is no count of its cells
+    (segmenter v3 found none of them; v4 finds 15 objects)."""
     image, _ = cells
     mask = convert(image > np.percentile(image, 80))
-    assert segment_image(mask, device="CPU").count == 0 and predict_count(mask, device="CPU") < 1
     with pytest.raises(ValueError, match="^cells.tif is a binary mask \\(two values only\\); the networks read"):
         check_image(mask, source="cells.tif")
     check_image(mask, masks_allowed=True)
