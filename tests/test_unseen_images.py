@@ -29,6 +29,13 @@ def dsb_validation(shared_data):
     return select_samples("dsb2018", shared_data / "dsb2018_fluo", "val", limit=12)
 
 
+@pytest.fixture(scope="module")
+def dark_field(dsb_validation):
+    """The largest background crop of the DSB2018 validation images: 242 px of scattered photons."""
+    crops = [image for kind, image in empty_fields(dsb_validation, side=128) if kind == "background"]
+    return max(crops, key=lambda crop: crop.shape[0])
+
+
 def test_stardist_example_counts_hold_from_half_to_four_times_the_size(stardist):
     from cellcount_core.running.inference import predict_count_at_cell_scale
     from cellcount_core.objects.segmentation import segment_image
@@ -67,14 +74,12 @@ def test_clusters_seen_by_the_probes_do_not_shrink_the_image(shared_data, relati
     assert result.count > 0.5 * truth and count > 0.5 * truth, (result.count, count)
 
 
-def test_specks_of_photon_noise_are_no_cells_but_tiny_nuclei_are(shared_data, dsb_validation):
+def test_specks_of_photon_noise_are_no_cells_but_tiny_nuclei_are(shared_data, dark_field):
     from cellcount_core.images.image_io import read_image
     from cellcount_core.objects.segmentation import segment_image
-    from cellcount_core.running.inference import predict_count_at_cell_scale
 
-    crops = [image for kind, image in empty_fields(dsb_validation, side=128) if kind == "background"]
-    dark = max(crops, key=lambda crop: crop.shape[0])  # 242 px of scattered photons: 329 specks before
-    assert segment_image(dark, device="CPU").count <= 2  # segmenter v3: 0; v4: 2 blobs of 5-7 px
+    # 329 specks before
+    assert segment_image(dark_field, device="CPU").count <= 2  # segmenter v3: 0; v4: 2 blobs of 5-7 px
     # a dark crop of scattered photons beside part of an unlabelled nucleus: the specks go, the nucleus stays
     name = "40b00d701695d8ea5d59f95ac39e18004040c96d17fbc1a539317c674eca084b"
     image = read_image(shared_data / f"dsb2018_fluo/images/{name}.png")
@@ -91,12 +96,10 @@ def test_specks_of_photon_noise_are_no_cells_but_tiny_nuclei_are(shared_data, ds
 
 @pytest.mark.xfail(strict=True, reason="segmenter v4 finds 2 blobs of 5-7 px in this dark photon field, wider than "
                    "is_specks allows, so DeepCount's featureless-field guard does not fire (14.6; v3: 0)")
-def test_the_counter_counts_nothing_in_a_dark_field_of_scattered_photons(dsb_validation):
+def test_the_counter_counts_nothing_in_a_dark_field_of_scattered_photons(dark_field):
     from cellcount_core.running.inference import predict_count_at_cell_scale
 
-    crops = [image for kind, image in empty_fields(dsb_validation, side=128) if kind == "background"]
-    dark = max(crops, key=lambda crop: crop.shape[0])
-    assert predict_count_at_cell_scale(dark, device="CPU")[0] == 0.0  # 14.3 before the guard
+    assert predict_count_at_cell_scale(dark_field, device="CPU")[0] == 0.0  # 14.3 before the guard
 
 
 def test_the_counter_counts_nuclei_reduced_to_half_their_size(dsb_validation):
