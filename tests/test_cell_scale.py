@@ -8,7 +8,7 @@ from scipy import ndimage as ndi
 
 from cellcount_core.running.cell_scale import (DENSITY_ENLARGEMENT, MAX_ENLARGED_PIXELS, MIN_SIDE, PROBE_FACTORS,
                                                SMALL_DENSITY_DIAMETER, CellScale, counter_enlargement,
-                                               density_diameter, diameter_in_probability, is_fragmented, is_specks, predict_at_cell_scale, resize_image,
+                                               density_diameter, diameter_in_probability, is_below_band, is_fragmented, is_specks, predict_at_cell_scale, resize_image,
                                                scale_factor)
 from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, noise_sigma,
                                                   percentile_range)
@@ -168,6 +168,13 @@ def test_specks_are_a_foreground_far_below_the_band():
     assert not is_specks(CellScale(1.0, 0.5 * BAND[0]), BAND)
     assert is_specks(CellScale(1.0, 0.0), BAND)  # nothing found
     assert not is_specks(CellScale(0.5, 3.3), BAND)  # a reduced pass: cells, seen small
+
+
+def test_below_the_band_is_a_full_size_foreground_narrower_than_its_smallest_cells():
+    assert is_below_band(CellScale(1.0, 0.9 * BAND[0]), BAND)
+    assert not is_below_band(CellScale(1.0, BAND[0]), BAND)
+    assert is_below_band(CellScale(1.0, 0.0), BAND)  # nothing found
+    assert not is_below_band(CellScale(0.5, 0.9 * BAND[0]), BAND)  # a reduced pass
 
 
 def test_featureless_fields_have_no_structure_wider_than_a_pixel():

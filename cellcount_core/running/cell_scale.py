@@ -21,7 +21,7 @@ import numpy as np
 from cellcount_core.objects.diameter import estimate_diameter
 
 __all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SMALL_DENSITY_DIAMETER", "SPECK_RATIO", "cell_scale",
-           "counter_enlargement", "density_diameter", "diameter_in_probability", "is_fragmented", "is_specks", "predict_at_cell_scale", "probe_diameter",
+           "counter_enlargement", "density_diameter", "diameter_in_probability", "is_below_band", "is_fragmented", "is_specks", "predict_at_cell_scale", "probe_diameter",
            "resize_image", "scale_factor"]
 
 #: Coarse copies the network sees first, coarsest first: a probe that finds cells inside the band there
@@ -174,10 +174,15 @@ def counter_enlargement(diameter: float, shape: tuple[int, int]) -> float:
     return 1.0
 
 
+def is_below_band(scale: CellScale, band: tuple[float, float]) -> bool:
+    """Whether a full-size pass found nothing as wide as the band's smallest diameter, or nothing at all."""
+    return scale.factor == 1.0 and scale.diameter < band[0]
+
+
 def is_specks(scale: CellScale, band: tuple[float, float]) -> bool:
     """Whether a full-size pass found nothing but specks: objects narrower than :data:`SPECK_RATIO` of the band's
     low end, or none at all."""
-    return scale.factor == 1.0 and scale.diameter < SPECK_RATIO * band[0]
+    return is_below_band(scale, (SPECK_RATIO * band[0], band[1]))
 
 
 def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, diameter: float) -> bool:

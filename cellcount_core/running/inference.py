@@ -15,7 +15,7 @@ from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, re
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
 from cellcount_core.running.cell_scale import (CellScale, cell_scale, counter_enlargement, density_diameter,
-                                               diameter_in_probability, is_specks,
+                                               is_below_band, is_specks,
                                                predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import (floor_range_on_noise, noise_sigma, percentile_range, scale_to_range,
                                                   to_grayscale, to_rgb)
@@ -429,7 +429,9 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     See :func:`cellcount_core.running.cell_scale.predict_at_cell_scale`. A model whose card has no ``diameter_band``
     runs at the image's own scale. With ``cell_size="auto"``, where the network finds only specks
     (`cell_scale.is_specks`), the objects under which the image is featureless (`empty_fields`: its 3 x 3
-    median stays low, sparse photon noise in a dark field) are erased from the map.
+    median stays low, sparse photon noise in a dark field) are erased from the map; where it finds nothing of
+    the band's size (`cell_scale.is_below_band`) in a featureless field (`empty_fields.is_featureless_field`),
+    the map is zero.
 
     Parameters
     ----------
@@ -454,6 +456,8 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     if diameter is None and is_specks(scale, band):
         probability = without_featureless_objects(image, probability, _percentile_settings(card),
                                                   0.5 * card.default_threshold["value"])
+    elif diameter is None and is_below_band(scale, band) and is_featureless_field(image, _percentile_settings(card)):
+        probability = np.zeros_like(probability)
     return probability, scale
 
 
@@ -466,7 +470,7 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     pass). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
     resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a
     ``diameter_band`` run at the image's own scale. A featureless field (`empty_fields.is_featureless_field`)
-    where the probes see nothing runs a full-size segmenter pass: if it finds nothing but specks, the count is 0.
+    where the probes see nothing counts 0.
     Where the segmenter leaves the image at its size, the counter's own density map tells whether its cells are
     smaller than it counts well (`cell_scale.density_diameter`); then it counts the image enlarged
     (`cell_scale.counter_enlargement`, x2: four times the counter's work on such images).
@@ -499,8 +503,7 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
         scale = cell_scale(image, run, band, threshold)
         if scale.diameter == 0.0:  # the counter runs on the image itself: its noise is measured once, here
             count_options["noise"] = noise_sigma(to_grayscale(image))
-            if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]) \
-                    and is_specks(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
+            if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]):
                 return 0.0, scale
         if scale.factor == 1.0:
             return _count_small_cells_enlarged(image, scale, count_options)
