@@ -132,7 +132,8 @@ estimates the cell diameter of each image with quick passes of the segmentation 
 copies, and resizes the image into the model's band before the network when needed (the output keeps
 the image's size). Under *{CELL_SIZE_AUTOMATIC}*, where the network finds only specks narrower than half
 the band's smallest diameter, those that are single bright pixels of a dark field (sparse photon noise:
-they vanish under a 3 x 3 median) are erased, and such a field counts 0. An image where the reduced copies see fewer than 8 cells
+they vanish under a 3 x 3 median) are erased; a field where nothing survives that median (nor anything as
+wide as the band's smallest cells is found) counts 0. An image where the reduced copies see fewer than 8 cells
 keeps its full size: give a diameter for fields of a few very large cells or of tiny ones.{self.cell_size_note}
 *{CELL_SIZE_MANUAL}* resizes from the typical cell diameter you give.
 *{CELL_SIZE_OFF}* runs the network on the image as it is.""",
