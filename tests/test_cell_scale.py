@@ -7,9 +7,9 @@ import pytest
 from scipy import ndimage as ndi
 
 from cellcount_core.running.cell_scale import (DENSITY_ENLARGEMENT, MAX_ENLARGED_PIXELS, MIN_SIDE, PROBE_FACTORS,
-                                               SMALL_DENSITY_DIAMETER, CellScale, counter_enlargement,
-                                               density_diameter, diameter_in_probability, is_below_band, is_fragmented, is_specks, predict_at_cell_scale, resize_image,
-                                               scale_factor)
+                                               SMALL_DENSITY_DIAMETER, CellScale, aimed_at_band, counter_enlargement,
+                                               density_diameter, diameter_in_probability, is_below_band, is_fragmented,
+                                               is_specks, predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, noise_sigma,
                                                   percentile_range)
 
@@ -46,6 +46,15 @@ class BandNetwork:
         yy, xx = np.indices(mask.shape)
         rims = mask & ~ndi.binary_erosion(mask, iterations=2) & ((yy // 6 + xx // 6) % 2 == 0)
         return np.where(too_large, rims, mask).astype(np.float32)
+
+
+def test_another_band_reduces_no_further_than_it_needs():
+    wider = (8.0, 48.0)
+    assert aimed_at_band(CellScale(CENTRE / 40.0, 40.0), wider) == CellScale(1.0, 40.0)  # inside the wider band
+    assert aimed_at_band(CellScale(CENTRE / 80.0, 80.0), wider).factor == pytest.approx(math.sqrt(8 * 48) / 80.0)
+    assert aimed_at_band(CellScale(1.0, 40.0), wider) == CellScale(1.0, 40.0)  # kept at its size: stays so
+    assert aimed_at_band(CellScale(2.0, 3.0), wider) == CellScale(2.0, 3.0)  # enlarged: left alone
+    assert aimed_at_band(CellScale(CENTRE / 80.0, 80.0), BAND) == CellScale(CENTRE / 80.0, 80.0)
 
 
 def test_scale_factor_leaves_the_band_alone_and_aims_at_its_centre():

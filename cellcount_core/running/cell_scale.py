@@ -20,9 +20,9 @@ import numpy as np
 
 from cellcount_core.objects.diameter import estimate_diameter
 
-__all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SMALL_DENSITY_DIAMETER", "SPECK_RATIO", "cell_scale",
-           "counter_enlargement", "density_diameter", "diameter_in_probability", "is_below_band", "is_fragmented", "is_specks", "predict_at_cell_scale", "probe_diameter",
-           "resize_image", "scale_factor"]
+__all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SMALL_DENSITY_DIAMETER", "SPECK_RATIO", "aimed_at_band",
+           "cell_scale", "counter_enlargement", "density_diameter", "diameter_in_probability", "is_below_band",
+           "is_fragmented", "is_specks", "predict_at_cell_scale", "probe_diameter", "resize_image", "scale_factor"]
 
 #: Coarse copies the network sees first, coarsest first: a probe that finds cells inside the band there
 #: reveals cells larger than the band at full size. Together they cost 1/256 + 1/64 + 1/16 of a full-size pass.
@@ -94,6 +94,14 @@ def scale_factor(diameter: float, band: tuple[float, float]) -> float:
     if not diameter > 0 or low <= diameter <= high:
         return 1.0
     return float(np.clip(math.sqrt(low * high) / diameter, *FACTOR_LIMITS))
+
+
+def aimed_at_band(scale: CellScale, band: tuple[float, float]) -> CellScale:
+    """`scale` re-aimed at another network's `band`: an image that `scale` reduces is reduced only as far as
+    `band` needs (not at all where its diameter lies inside it); one that `scale` leaves at its size stays so."""
+    if scale.factor >= 1.0:
+        return scale
+    return CellScale(min(scale_factor(scale.diameter, band), 1.0), scale.diameter)
 
 
 def resize_image(image: np.ndarray, factor: float) -> np.ndarray:

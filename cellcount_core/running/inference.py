@@ -14,8 +14,8 @@ from cellcount_core.running.cpu_model import cpu_model
 from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, resolve_model
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
-from cellcount_core.running.cell_scale import (CellScale, cell_scale, counter_enlargement, density_diameter,
-                                               is_below_band, is_specks,
+from cellcount_core.running.cell_scale import (CellScale, aimed_at_band, cell_scale, counter_enlargement,
+                                               density_diameter, is_below_band, is_specks,
                                                predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import (floor_range_on_noise, noise_sigma, percentile_range, scale_to_range,
                                                   to_grayscale, to_rgb)
@@ -465,9 +465,10 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
                                 batch_size=None, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
     """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
 
-    With ``cell_size="auto"``, the segmenter chooses the factor (:func:`cellcount_core.running.cell_scale.cell_scale`:
-    its coarse probes, about 8 % of a segmenter pass, and where they see large cells a full-size and a reduced
-    pass). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
+    With ``cell_size="auto"``, the segmenter measures the cell size and decides whether to reduce
+    (:func:`cellcount_core.running.cell_scale.cell_scale`: its coarse probes, about 8 % of a segmenter pass, and
+    where they see large cells a full-size and a reduced pass); the counter then reduces only as far as its own,
+    wider ``diameter_band`` needs (`cell_scale.aimed_at_band`). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
     resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a
     ``diameter_band`` run at the image's own scale. A featureless field (`empty_fields.is_featureless_field`)
     where the probes see nothing counts 0.
@@ -500,7 +501,7 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
         run, seg_card = _segmenter_runner(segmenter, device, tile_size, overlap, batch_size, False)
         band = tuple(seg_card.diameter_band or card.diameter_band)
         threshold = float(seg_card.default_threshold["value"])
-        scale = cell_scale(image, run, band, threshold)
+        scale = aimed_at_band(cell_scale(image, run, band, threshold), tuple(card.diameter_band))
         if scale.diameter == 0.0:  # the counter runs on the image itself: its noise is measured once, here
             count_options["noise"] = noise_sigma(to_grayscale(image))
             if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]):
