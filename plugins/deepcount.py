@@ -34,10 +34,13 @@ class DeepCount(ModelSettings, Module):
     variable_revision_number = 3
     model_kind = "counter"
     default_model = DEFAULT_COUNTER
-    cell_size_note = """ For DeepCount, *Automatic* also checks the counter's own density map where the image kept its
-size: where the map says the nuclei are smaller than the counter counts well (as on many DSB2018 images
-reduced to half their size), the image is counted again enlarged x2. Those images take about five
-times the counter's time (the second pass has four times the pixels); the check itself costs nothing more.
+    cell_size_note = """ For DeepCount, the segmentation network measures the cells, and the image is
+reduced only where they are larger than the counter's own band (8-48 pixels for the bundled counter: it counts
+blurred nuclei of about 40 pixels best at their own size). *Automatic* also checks the counter's own
+density map where the image kept its size: where the map says the nuclei are smaller than the counter
+counts well (as on many DSB2018 images reduced to half their size), the image is counted again enlarged x2.
+Those images take about five times the counter's time (the second pass has four times the pixels); the check
+itself costs nothing more.
 Images of more than 16.8 million pixels (4096 x 4096) are not enlarged, to bound the memory used."""
 
     def create_settings(self):
