@@ -273,6 +273,17 @@ def test_density_counter_tiled_sum_equals_the_whole_image_sum(tmp_path):
     assert abs(seamed / expected - 1) > 1e-4
 
 
+def test_a_calibrated_counter_scales_its_count(tmp_path, dcc_counter):
+    from cellcount_core.models.model_files import update_card
+
+    weights, _ = dcc_counter
+    mask = np.zeros((300, 200), bool)
+    mask[20:60, 30:80] = True
+    raw = predict_count(mask, weights, "CPU")
+    update_card(weights, {"count_scale": 1.25})
+    assert predict_count(mask, weights, "CPU") == pytest.approx(1.25 * raw, rel=1e-6)
+
+
 def test_density_counter_takes_the_automatic_tiling(tmp_path, monkeypatch):
     from cellcount_core.running import tiling
 

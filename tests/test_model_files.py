@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cellcount_core.models.bundled import DEFAULT_SEGMENTER, bundled_models, resolve_model
-from cellcount_core.models.model_files import ModelCard, ModelFileError, load_model, read_card, save_model
+from cellcount_core.models.model_files import (FORMAT_VERSION, ModelCard, ModelFileError, load_model, read_card,
+                                              save_model, update_card)
 from cellcount_core.models.networks import create_model
 
 CASES = [
@@ -99,7 +100,27 @@ def test_card_json_round_trip():
     assert again.input_size == [128, 128] and again.metrics == {"f1": 0.8}
     assert again.normalization == {"method": "percentile", "low": 1.0, "high": 99.8}
     assert again.default_threshold == {"value": 0.5, "method": "simple"}
-    assert again.format_version == 1
+    assert again.format_version == FORMAT_VERSION and again.count_scale == 1.0
+
+
+def test_a_format_1_card_is_read_and_rewritten_in_the_current_format(saved):
+    card_path = saved.parent / "seg.json"
+    data = json.loads(card_path.read_text())
+    del data["count_scale"]
+    data["format_version"] = 1
+    card_path.write_text(json.dumps(data))
+    assert read_card(saved).count_scale == 1.0  # cards from before count_scale
+    update_card(saved, metrics={"note": "kept"})
+    again = json.loads(card_path.read_text())
+    assert again["format_version"] == FORMAT_VERSION and again["metrics"]["note"] == "kept"
+
+
+def test_update_card_validates_before_writing(saved):
+    card_path = saved.parent / "seg.json"
+    before = card_path.read_text()
+    with pytest.raises(ModelFileError, match="'count_scale' must be a positive number"):
+        update_card(saved, {"count_scale": 0.0})
+    assert card_path.read_text() == before
 
 
 def test_save_rejects_card_that_does_not_rebuild_the_model(tmp_path):
@@ -149,9 +170,9 @@ def test_corrupt_card_json(saved):
 def test_newer_format_version(saved):
     card = saved.parent / "seg.json"
     data = json.loads(card.read_text())
-    data["format_version"] = 2
+    data["format_version"] = FORMAT_VERSION + 1
     card.write_text(json.dumps(data))
-    with pytest.raises(ModelFileError, match="format_version 2 is newer.*update cellcount"):
+    with pytest.raises(ModelFileError, match=f"format_version {FORMAT_VERSION + 1} is newer.*update cellcount"):
         load_model(saved)
 
 
@@ -162,6 +183,8 @@ def test_newer_format_version(saved):
     ("input_size", [128], "'input_size' must be null or"),
     ("diameter_range", [30, 5], "'diameter_range' must be null or"),
     ("default_threshold", {"value": 2}, "'default_threshold' must be"),
+    ("count_scale", -1.0, "'count_scale' must be a positive number"),
+    ("count_scale", "1.1", "'count_scale' must be a positive number"),
     ("name", "", "'name' must be a non-empty string"),
     ("colour", "red", "unknown field\\(s\\) colour"),
 ])

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "train-counter": ("training.counter", "train a counting network (density map or DeepCellCount regressor)"),
     "tune-threshold": ("training.threshold_tuning", "choose a segmenter's default threshold by Kneedle"),
     "evaluate": ("training.evaluate", "score models on the validation split"),
+    "calibrate-count": ("training.count_calibration", "scale a counter's counts to be right on average on training "
+                                                      "images"),
     "score": ("training.validation", "write whole-image validation metrics into a model card"),
     "record-metrics": ("training.card_metrics", "write the validation metrics of evaluate runs into a model card"),
 }

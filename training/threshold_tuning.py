@@ -334,17 +334,10 @@ def update_card_threshold(model, value: float, method: str, tuning: dict | None 
     Path
         The card file.
     """
-    from cellcount_core.models.model_files import ModelCard, model_paths, read_card
+    from cellcount_core.models.model_files import update_card
 
-    card = read_card(model)
-    card_path, _ = model_paths(model)
-    data = card.to_dict()
-    data["default_threshold"] = {"value": round(float(value), 4), "method": method}
-    if tuning is not None:
-        data["metrics"] = {**data["metrics"], "threshold_tuning": tuning}
-    updated = ModelCard.from_dict(data, source=str(card_path))
-    card_path.write_text(updated.to_json(), encoding="utf-8")
-    return card_path
+    return update_card(model, {"default_threshold": {"value": round(float(value), 4), "method": method}},
+                       None if tuning is None else {"threshold_tuning": tuning})
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

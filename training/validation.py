@@ -89,18 +89,10 @@ def write_validation_metrics(model, samples: list[Sample], *, segmenter=None, de
 def store_validation_metrics(model, metrics: dict, command: str | None = None, note: str | None = None) -> None:
     """Write ``metrics`` into the card of ``model`` as ``metrics["validation"]``, with the command that measured
     them and a note (how and when); only the card (``X.json``) is rewritten, the weights are untouched."""
-    from cellcount_core.models.model_files import ModelCard, model_paths, read_card
+    from cellcount_core.models.model_files import update_card
 
-    card = read_card(model)
-    card_path, _ = model_paths(model)
-    card.metrics["validation"] = metrics
-    for key, value in (("validation_command", command), ("validation_note", note)):
-        if value:
-            card.metrics[key] = value
-    text = ModelCard.from_dict(card.to_dict(), source=str(card_path)).to_json()
-    tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(card_path)
+    notes = {key: value for key, value in (("validation_command", command), ("validation_note", note)) if value}
+    update_card(model, metrics={"validation": metrics, **notes})
 
 
 def add_arguments(parser) -> None:

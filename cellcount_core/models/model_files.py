@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+#: 2 (2026-12-03) added ``count_scale``.
+FORMAT_VERSION = 2
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
 KINDS = ("segmenter", "counter")
@@ -55,6 +56,9 @@ class ModelCard:
         :mod:`cellcount_core.running.cell_scale`). None: images are never resized.
     default_threshold : dict
         ``{"value": float, "method": str}``: the probability threshold and how it was chosen.
+    count_scale : float
+        Counters: their raw count is multiplied by this (calibrated on training images by
+        ``cellcount-train calibrate-count``; 1.0: not calibrated).
     training, metrics : dict
         Training data, command, seed and split; validation numbers.
     description : str
@@ -73,6 +77,7 @@ class ModelCard:
     diameter_range: list | None = None
     diameter_band: list | None = None
     default_threshold: dict = field(default_factory=lambda: {"value": 0.5, "method": "simple"})
+    count_scale: float = 1.0
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     description: str = ""
@@ -83,8 +88,8 @@ class ModelCard:
         return json.loads(self.to_json())
 
     def to_json(self) -> str:
-        """The card as indented JSON text."""
-        return json.dumps(asdict(self), indent=2) + "\n"
+        """The card as indented JSON text, in the current format (a card read from an older one is upgraded)."""
+        return json.dumps({**asdict(self), "format_version": FORMAT_VERSION}, indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "model card") -> "ModelCard":
@@ -138,6 +143,8 @@ class ModelCard:
         threshold = self.default_threshold.get("value")
         if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
             fail("default_threshold", 'an object with a "value" between 0 and 1')
+        if not (_is_number(self.count_scale) and 0.0 < self.count_scale < float("inf")):
+            fail("count_scale", "a positive number")
         if self.input_size is not None and not _is_pair(self.input_size, int, positive=True):
             fail("input_size", "null or [height, width] positive integers")
         for name in ("diameter_range", "diameter_band"):
@@ -194,6 +201,23 @@ def read_card(path: str | Path) -> ModelCard:
         raise ModelFileError(f"Model card {card_path} is not valid JSON ({reason}); the file is corrupt or "
                              "truncated: restore or re-save it.") from None
     return ModelCard.from_dict(data, source=str(card_path))
+
+
+def update_card(path: str | Path, fields: dict | None = None, metrics: dict | None = None) -> Path:
+    """Rewrite the card of the model at ``path`` with ``fields`` replaced and ``metrics`` merged into its metrics.
+
+    The new card is validated before anything is written, then replaces the old one in one step; the weights
+    are untouched. Returns the card's path.
+    """
+    card_path, _ = model_paths(path)
+    data = read_card(path).to_dict()
+    data.update(fields or {})
+    data["metrics"] = {**data["metrics"], **(metrics or {})}
+    text = ModelCard.from_dict(data, source=str(card_path)).to_json()
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(card_path)
+    return card_path
 
 
 def save_model(model, card: ModelCard, path: str | Path, dtype: str = "float16") -> tuple[Path, Path]:

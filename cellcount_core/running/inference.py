@@ -330,7 +330,7 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     models get it normalized as the card says. A counter with a fixed ``input_size`` (``dcc_counter``) runs
     once on the input resized to that size (``cv2.INTER_AREA``); a density counter runs tiled, and the sum of
     its stitched density map is the count (on CUDA, for images, summed in GPU memory: `device_tiles`). Counts
-    are clipped at 0.
+    are clipped at 0 and multiplied by the card's ``count_scale`` (its calibration on training images).
 
     Parameters
     ----------
@@ -355,7 +355,14 @@ def predict_count(image_or_mask, model=DEFAULT_COUNTER, device="Auto", tile_size
     InferenceError
         For a model that is not a counter, or a bad device.
     """
-    return max(_density_sums(image_or_mask, model, device, tile_size, overlap, batch_size, progress, noise)[0], 0.0)
+    _, card = get_model(model, device, default=DEFAULT_COUNTER)
+    return _calibrated(_density_sums(image_or_mask, model, device, tile_size, overlap, batch_size, progress, noise)[0],
+                       card)
+
+
+def _calibrated(total: float, card) -> float:
+    """A counter's raw sum as its count: clipped at 0, times the card's ``count_scale``."""
+    return max(total, 0.0) * card.count_scale
 
 
 def _density_sums(image_or_mask, model, device, tile_size, overlap, batch_size, progress, noise=None):
@@ -507,18 +514,18 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
             if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]):
                 return 0.0, scale
         if scale.factor == 1.0:
-            return _count_small_cells_enlarged(image, scale, count_options)
+            return _count_small_cells_enlarged(image, scale, card, count_options)
     else:
         scale = CellScale(scale_factor(diameter, tuple(card.diameter_band)), diameter)
     return predict_count(resize_image(image, scale.factor), **count_options), scale
 
 
-def _count_small_cells_enlarged(image, scale, count_options):
+def _count_small_cells_enlarged(image, scale, card, count_options):
     """The count of an image at its own size, or of the image enlarged where the counter's density map says its
     cells are smaller than it counts well (`cell_scale.counter_enlargement`)."""
     total, squares = _density_sums(image, **count_options)
     factor = counter_enlargement(density_diameter(total, squares), image.shape[:2])
     if factor == 1.0:
-        return max(total, 0.0), scale
+        return _calibrated(total, card), scale
     count_options.pop("noise", None)  # the enlarged image's own noise is measured
     return predict_count(resize_image(image, factor), **count_options), CellScale(factor, scale.diameter)
