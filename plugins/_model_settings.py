@@ -105,8 +105,8 @@ when no CUDA GPU is available; *CPU* never uses the GPU.""",
             [TILING_AUTOMATIC, TILING_MANUAL],
             doc=f"""\
 Images run through the network in overlapping square tiles, stitched seamlessly: the output does
-not depend on the tile size (from 256 pixels for the bundled segmenter, 384 for the bundled
-counter). *{TILING_AUTOMATIC}* (the default) takes the tile size and the number of
+not depend on the tile size (from 512 pixels for the bundled segmenter, whose receptive field is 126
+pixels in radius, and 384 for the bundled counter). *{TILING_AUTOMATIC}* (the default) takes the tile size and the number of
 tiles per batch measured fastest on the device the module runs on: on a CPU one {cpu_tile}-pixel tile
 at a time ({cpu_batch} per batch; 2.6 times faster than 512-pixel tiles in batches of 4, which compute
 the tiles' overlaps again, but with twice the memory: 1.4 GB instead of 0.7 GB for a 2000 x 2000

@@ -80,18 +80,17 @@ def test_the_default_overlap_covers_the_bundled_networks_receptive_fields(name, 
 
 
 @fuzz_settings(3)
-@given(image=cell_images(min_side=260, max_side=520), tile_size=st.sampled_from([256, 512]))
-def test_tile_sizes_give_the_whole_image_objects(image, tile_size):
+@given(image=cell_images(min_side=520, max_side=900))
+def test_tile_sizes_give_the_whole_image_objects(image):
+    # 512-pixel tiles are the smallest whose overlap (at most half a tile) covers the segmenter's receptive field,
+    # 2 x 126 pixels (v4, depth 4). With 256-pixel tiles (128 of overlap) random images differed from a whole-image
+    # run by up to 0.011 in probability, and in their objects on at least 5 of 30 (CELLCOUNT_FUZZ_EXAMPLES=30).
     whole_probability, whole = segment(image, tile_size=1024)
-    probability, found = segment(image, tile_size=tile_size)
-    # 256-pixel tiles overlap by half a tile, 128 pixels, less than the segmenter's 2 x 126 (v4, depth 4)
-    assert np.abs(probability - whole_probability).max() <= (1e-5 if tile_size >= 512 else 1e-3)
+    probability, found = segment(image, tile_size=512)
+    assert np.abs(probability - whole_probability).max() <= 1e-5
     assert found.count == whole.count and same_objects(found.labels, whole.labels)
     whole_count = predict_count(image, device="CPU", tile_size=1024)
-    # 256-pixel tiles overlap by half a tile, 128 pixels, less than the counter's 192: a little context is lost
-    tolerance = 1e-4 if tile_size >= 384 else 1e-3
-    assert predict_count(image, device="CPU", tile_size=tile_size) == pytest.approx(whole_count, rel=tolerance,
-                                                                                   abs=1e-3)
+    assert predict_count(image, device="CPU", tile_size=512) == pytest.approx(whole_count, rel=1e-4, abs=1e-3)
 
 
 def test_an_overlap_narrower_than_the_receptive_field_makes_seams():

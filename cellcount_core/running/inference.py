@@ -475,9 +475,9 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     With ``cell_size="auto"``, the segmenter measures the cell size and decides whether to reduce
     (:func:`cellcount_core.running.cell_scale.cell_scale`: its coarse probes, about 8 % of a segmenter pass, and
     where they see large cells a full-size and a reduced pass); the counter then reduces only as far as its own,
-    wider ``diameter_band`` needs (`cell_scale.aimed_at_band`). A manual diameter sets the factor from the counter's own ``diameter_band``. The density of the
-    resized image sums to the count of the original one. Counters of masks, of a fixed input size or without a
-    ``diameter_band`` run at the image's own scale. A featureless field (`empty_fields.is_featureless_field`)
+    wider ``diameter_band`` needs (`cell_scale.aimed_at_band`). A manual diameter sets the factor from that band.
+    The density of the resized image sums to the count of the original one. Counters of masks, of a fixed input
+    size or without a ``diameter_band`` run at the image's own scale. A featureless field (`empty_fields.is_featureless_field`)
     where the probes see nothing counts 0.
     Where the segmenter leaves the image at its size, the counter's own density map tells whether its cells are
     smaller than it counts well (`cell_scale.density_diameter`); then it counts the image enlarged
