@@ -11,7 +11,8 @@
 #     win), e.g. --init-from cellcount_core/models/weights/nuclei-segmenter to fine-tune, or --steps-per-epoch 2
 #     --epochs 1 for a smoke run.
 # The device's python3 already holds torch, scikit-image, opencv and safetensors; nothing is installed there.
-# Scoring needs no GPU: back here, bash docs/evaluate_bundled.sh with SEGMENTER/COUNTER set to the new model.
+# Scoring needs no GPU: back here, bash docs/evaluate_bundled.sh with SEGMENTER/COUNTER set to the new model,
+# after `cellcount-train tune-threshold` (segmenter) or `cellcount-train calibrate-count` (counter).
 set -euo pipefail
 MODEL=${1:?say segmenter or counter}
 MINUTES=${2:-5}
