@@ -141,6 +141,15 @@ def test_train_counter_density_and_mask_regressor(pairs, tmp_path):
     assert card["diameter_band"] is None  # a mask counter is never resized
 
 
+def test_a_density_counter_gets_the_bundled_counters_band_by_default():
+    from training.cli import build_parser
+
+    command = ["train-counter", "--data", "x=y", "--out", "o", "--name", "n", "--architecture", "density_counter"]
+    assert build_parser(command).parse_args(command).diameter_band == (8.0, 48.0)
+    command[0] = "train-segmenter"
+    assert build_parser(command).parse_args(command).diameter_band == (8.0, 24.0)
+
+
 def test_counter_input_must_fit_the_architecture(pairs, tmp_path):
     with pytest.raises(ValueError, match="does not fit architecture 'dcc_counter'"):
         main(["train-counter", "--data", pairs, "--validation-fraction", "0.5", "--out", str(tmp_path),

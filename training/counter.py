@@ -27,9 +27,9 @@ from .device_crops import DeviceCrops
 from .instances import read_instances
 from .loop import seed_everything, train
 from .losses import count_loss, density_loss
-from .options import (add_crop_arguments, add_data_arguments, add_inference_arguments, add_loop_arguments,
-                      augmentation_record, build_model, crop_settings, inference_card_fields, loop_config,
-                      photometric_settings, read_split, training_record)
+from .options import (COUNTER_DIAMETER_BAND, add_crop_arguments, add_data_arguments, add_inference_arguments,
+                      add_loop_arguments, augmentation_record, build_model, crop_settings, inference_card_fields,
+                      loop_config, photometric_settings, read_split, training_record)
 from .segmenter import NORMALIZATION
 from .validation import write_validation_metrics
 
@@ -167,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segmenter", help="model file whose thresholded output gives the training masks "
                                             "(--input mask; default: the true masks)")
     add_crop_arguments(parser, crop_size=256, crops_per_image=4, elastic_p=0.3)  # density counters only
-    add_inference_arguments(parser)  # density counters only
+    add_inference_arguments(parser, COUNTER_DIAMETER_BAND)  # density counters only
     parser.add_argument("--density-scale", type=float, default=100.0, help="scale of densities in the pixel MSE")
     parser.add_argument("--count-weight", type=float, default=1.0, help="weight of the relative count error")
     parser.add_argument("--description", default="", help="model description for the card")

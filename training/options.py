@@ -81,15 +81,18 @@ def add_crop_arguments(parser: argparse.ArgumentParser, *, crop_size: int, crops
 #: The inference settings of the bundled cards (docs/RESULTS.md, "Images unlike the training data"): images whose
 #: cells are estimated larger than this band of diameters (px) also run reduced into it, and the percentile range is
 #: kept at least this many noise standard deviations wide, so that an empty field is not stretched into cells.
+#: The bundled segmenter's band, and the bundled counter's (docs/RESULTS.md, "The counter's own diameter band").
 DIAMETER_BAND = (8.0, 24.0)
+COUNTER_DIAMETER_BAND = (8.0, 48.0)
 MIN_RANGE_OVER_NOISE = 40.0
 
 
-def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+def add_inference_arguments(parser: argparse.ArgumentParser, diameter_band=DIAMETER_BAND) -> None:
     """Add the card's inference settings for a model that sees images (``--diameter-band``, noise floor)."""
-    parser.add_argument("--diameter-band", type=float, nargs=2, default=DIAMETER_BAND, metavar=("MIN", "MAX"),
+    low, high = diameter_band
+    parser.add_argument("--diameter-band", type=float, nargs=2, default=diameter_band, metavar=("MIN", "MAX"),
                         help="estimated cell diameters in px the model handles; inference brings larger cells into "
-                             "this band (card's diameter_band; default 8 24, as the bundled cards)")
+                             f"this band (card's diameter_band; default {low:g} {high:g}, as the bundled card)")
     parser.add_argument("--min-range-over-noise", type=float, default=MIN_RANGE_OVER_NOISE,
                         help="noise floor of the percentile normalization, in noise standard deviations (card's "
                              "normalization.min_range_over_noise; 0 for none; default %(default)s)")
