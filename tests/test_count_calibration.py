@@ -57,6 +57,7 @@ def test_the_command_writes_the_scale_into_a_copy_of_the_card(shared_data, tmp_p
     assert summary["bbbc005"]["images"] == 3 and summary["split"] == "train"
     assert summary["all"]["after"]["mape"] <= summary["all"]["before"]["mape"]
     assert len((tmp_path / "out" / "counts.csv").read_text().splitlines()) == 4
+    assert (tmp_path / "out" / "bland_altman.png").stat().st_size > 0
     counts = [line.split(",") for line in (tmp_path / "out" / "counts.csv").read_text().splitlines()[1:]]
     factor = mape_scale([float(row[2]) for row in counts], [float(row[3]) for row in counts])
     assert card.count_scale == pytest.approx(before * factor, abs=1e-4)

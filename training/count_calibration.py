@@ -75,6 +75,16 @@ def calibration(rows: list[dict], current_scale: float) -> dict:
     return summary
 
 
+def plot_calibration(rows: list[dict], factor: float, path: Path) -> Path:
+    """Bland-Altman plot of the counts before and after multiplying them by ``factor``."""
+    from training.plots import plot_bland_altman
+
+    counted = np.array([row["count"] for row in rows])
+    return plot_bland_altman([row["true_count"] for row in rows],
+                             {"before": counted, f"times {factor:.4f}": factor * counted}, path,
+                             title="Counter on training images: count - truth")
+
+
 def read_samples(specs: list[str], split: str, limit: int | None) -> list:
     """The samples of every ``KIND=PATH`` data set, ``limit`` evenly spaced images of ``split`` from each."""
     from training.threshold_tuning import select_samples
@@ -98,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=200, help="images per data set, evenly spaced (default 200)")
     parser.add_argument("--segmenter", default="default", help="segmenter whose probes choose the cell size")
     parser.add_argument("--device", default="Auto", help="Auto, CPU or GPU")
-    parser.add_argument("--out", type=Path, required=True, help="folder for counts.csv and calibration.json")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for counts.csv, calibration.json and bland_altman.png")
     parser.add_argument("--dry-run", action="store_true", help="report the scale without rewriting the card")
 
 
@@ -121,6 +132,7 @@ def run(args: argparse.Namespace) -> str:
         writer.writeheader()
         writer.writerows(rows)
     (args.out / "calibration.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    plot_calibration(rows, summary["count_scale"] / card.count_scale, args.out / "bland_altman.png")
     if not args.dry_run:
         update_card(args.model, {"count_scale": summary["count_scale"]}, {"count_calibration": summary})
     return json.dumps(summary, indent=1)
