@@ -224,6 +224,18 @@ def test_crop_normalization_matches_the_inference_normalization():
     assert torch.all(normalize_percentile(torch.full((1, 1, 8, 8), 3.0)) == 0)
 
 
+def test_the_noise_floor_keeps_an_empty_crop_dim_as_inference_keeps_an_empty_field():
+    from cellcount_core.images.normalization import floor_range_on_noise, noise_sigma, percentile_range
+
+    empty = np.random.default_rng(3).normal(100.0, 2.0, (64, 64)).astype(np.float32)
+    lo, hi = floor_range_on_noise(*percentile_range(empty, 1.0, 99.8), noise_sigma(empty), 40.0)
+    floored = normalize_percentile(torch.from_numpy(empty)[None, None], min_range_over_noise=40.0)[0, 0].numpy()
+    np.testing.assert_allclose(floored, np.clip((empty - lo) / (hi - lo), *CLIP_RANGE), atol=0.01)
+    assert floored.max() < 0.25  # without the floor: stretched to 1
+    cells = torch.from_numpy(_cells(0).image.astype(np.float32))[None, None]
+    torch.testing.assert_close(normalize_percentile(cells, min_range_over_noise=40.0), normalize_percentile(cells))
+
+
 def test_photometric_changes_the_image_reproducibly():
     images = torch.from_numpy(_cells(0).image.astype(np.float32))[None, None].repeat(4, 1, 1, 1)
     everything = Photometric(texture_p=1, gamma_p=1, gradient_p=1, debris_p=1, blur_p=1, noise_p=1)

@@ -87,6 +87,7 @@ def test_train_segmenter_writes_checkpoint_metrics_and_model_then_resumes(pairs,
     assert card.training["split"]["validation_images"] >= 1 and card.diameter_range[0] > 0
     # ready for inference as the bundled cards: cell-size band and noise floor
     assert card.diameter_band == [8.0, 24.0] and card.normalization["min_range_over_noise"] == 40.0
+    assert card.training["augmentation"]["crops"]["min_range_over_noise"] == 40.0  # empty crops normalized so too
 
     main(_command("train-segmenter", pairs, tmp_path, 2, "--architecture", "small_unet", "--resume"))
     second = _rows(tmp_path / "metrics.csv")

@@ -50,6 +50,9 @@ class CropSettings:
         spacing of their control points.
     negative_p : float
         Share of crops replaced by an empty one (kinds in :data:`training.negatives.KINDS`, equally often).
+    min_range_over_noise : float
+        The card's noise floor: empty crops are normalized with it, as inference normalizes an empty field
+        (without it their noise is stretched to full contrast, which inference never shows a network).
     """
 
     crop_size: int = 256
@@ -60,6 +63,7 @@ class CropSettings:
     elastic: float = 2.0
     elastic_spacing: float = 32.0
     negative_p: float = 0.1
+    min_range_over_noise: float = 0.0
 
 
 def gap_level(scale: torch.Tensor) -> torch.Tensor:
@@ -182,7 +186,8 @@ class DeviceCrops:
         image = self.photometric(image, generator)
         negatives = torch.nonzero(negative).flatten()
         if len(negatives):
-            image[negatives] = normalize_percentile(image[negatives])
+            image[negatives] = normalize_percentile(image[negatives],
+                                                    min_range_over_noise=self.settings.min_range_over_noise)
         values = sample(self.packed_targets, self.target_of[index], level, y, x)
         kinds = list(self.targets.values())
         level_of_gap = gap_level(scale).view(-1, 1, 1, 1)

@@ -111,11 +111,12 @@ def inference_card_fields(args: argparse.Namespace, normalization: dict) -> dict
 
 def crop_settings(args: argparse.Namespace, size_divisor: int):
     """The :class:`training.device_crops.CropSettings` the options ask for (crop side rounded down to the network's
-    size divisor)."""
+    size divisor; empty crops normalized with the card's noise floor)."""
     from .device_crops import CropSettings
 
     return CropSettings(crop_size=args.crop_size - args.crop_size % size_divisor, scale_p=args.scale_p,
-                    scale_range=tuple(args.scale_range), elastic_p=args.elastic_p, negative_p=args.negative_p)
+                        scale_range=tuple(args.scale_range), elastic_p=args.elastic_p, negative_p=args.negative_p,
+                        min_range_over_noise=args.min_range_over_noise)
 
 
 def photometric_settings(args: argparse.Namespace):

@@ -109,13 +109,26 @@ def noise(images: torch.Tensor, read_sd: torch.Tensor, shot_gain: torch.Tensor,
     return images + torch.randn(images.shape, generator=generator, device=images.device) * variance.sqrt()
 
 
-def normalize_percentile(images: torch.Tensor, low: float = 1.0, high: float = 99.8) -> torch.Tensor:
+def noise_sigma(images: torch.Tensor) -> torch.Tensor:
+    """Each crop's noise standard deviation (``B x 1 x 1 x 1``), Immerkaer's estimate as inference measures it
+    (``cellcount_core.images.normalization.noise_sigma``, without its quantization floor)."""
+    kernel = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=images.device)
+    response = F.conv2d(images.float(), kernel.view(1, 1, 3, 3)).abs().flatten(1)
+    return (response.median(dim=1).values / (0.6745 * 6.0)).view(-1, 1, 1, 1)
+
+
+def normalize_percentile(images: torch.Tensor, low: float = 1.0, high: float = 99.8,
+                         min_range_over_noise: float = 0.0) -> torch.Tensor:
     """Per-crop percentile normalization as at inference (``cellcount_core.images.normalization``): the ``low`` and
-    ``high`` percentiles go to 0 and 1, clipped to ``CLIP_RANGE``; a constant crop becomes 0."""
+    ``high`` percentiles go to 0 and 1, clipped to ``CLIP_RANGE``; a constant crop becomes 0. With
+    ``min_range_over_noise`` (the card's noise floor) the range spans at least that many noise standard
+    deviations, so that an empty crop's noise stays dim, as inference keeps an empty field's."""
     flat = images.flatten(1)
     bounds = torch.quantile(flat, torch.tensor([low / 100, high / 100], device=images.device), dim=1)
     lo, hi = bounds[0].view(-1, 1, 1, 1), bounds[1].view(-1, 1, 1, 1)
     hi = torch.where(hi > lo, hi, flat.max(dim=1).values.view(-1, 1, 1, 1))
+    if min_range_over_noise:
+        hi = torch.maximum(hi, lo + min_range_over_noise * noise_sigma(images))
     span = hi - lo
     scaled = (images - lo) / span.clamp(min=1e-12)
     return torch.where(span > 0, scaled.clamp(*CLIP_RANGE), torch.zeros_like(images))
