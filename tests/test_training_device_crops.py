@@ -13,7 +13,7 @@ from training.instances import contact_band, separate_touching
 from training.packed import level_for_scale, pack, sample
 from training.photometric import (Photometric, contrast_brightness, gamma, gaussian_blur, noise, normalize_percentile,
                                   random_debris, smooth_field, specks, texture)
-from training.warps import area_factor, source_coordinates
+from training.warps import area_factor, mirrored_into, source_coordinates
 
 NO_PHOTOMETRIC = Photometric(texture_p=0, gamma_p=0, gradient_p=0, debris_p=0, blur_p=0, brightness=0, contrast=0,
                              noise_p=0)
@@ -178,6 +178,33 @@ def test_background_windows_hold_no_foreground():
     for row, col in centres:
         top, left = int(row - 7.5), int(col - 7.5)
         assert not grown[top:top + 20, left:left + 20].any()
+
+
+def test_mirrored_coordinates_reflect_as_numpy_pads():
+    window = np.arange(5.0) - 2  # five pixels centred on 0: width 4
+    mirrored = mirrored_into(torch.arange(-12.0, 13.0), torch.tensor(0.0), 4.0)
+    np.testing.assert_array_equal(mirrored.numpy(), np.pad(window, 10, mode="reflect"))
+
+
+def test_background_crops_are_their_window_mirrored_at_its_own_pixel_size():
+    settings = CropSettings(crop_size=32, negative_p=1.0, negative_kinds=("background",), elastic_p=0.0)
+    records = [_cells(seed, (80, 80), 1) for seed in range(2)]
+    levels = np.random.default_rng(0).integers(0, 4, (80, 80)) / 8  # quantized camera noise: 4 grey levels
+    for record in records:
+        record.image[:] = np.where(record.image > 0, 1.0, levels)
+    crops = DeviceCrops(records, *SEGMENTER_TARGETS, batch_size=16, settings=settings, photometric=NO_PHOTOMETRIC,
+                        crops_per_image=8)
+    for image in next(crops.epoch(0))["image"]:  # read at the image's pixels, not between them (a zoom would)
+        assert 2 <= len(torch.unique(image)) <= 4
+
+
+def test_negative_crops_are_of_the_kinds_asked_for():
+    settings = CropSettings(crop_size=32, negative_p=1.0, negative_kinds=("constant",))
+    crops = DeviceCrops([_cells(0)], *SEGMENTER_TARGETS, batch_size=16, settings=settings, photometric=NO_PHOTOMETRIC,
+                        crops_per_image=16)
+    assert torch.all(next(crops.epoch(0))["image"].flatten(1).std(dim=1) == 0)
+    with pytest.raises(ValueError, match="name one or more of"):
+        CropSettings(negative_kinds=("blank",))
 
 
 def test_crops_are_reproducible_from_the_seed_and_differ_between_epochs():

@@ -28,7 +28,7 @@ from .crops import Record
 from .negatives import KINDS, SYNTHETIC
 from .packed import level_for_scale, pack, sample
 from .photometric import Photometric, chosen, normalize_percentile, uniform
-from .warps import area_factor, elastic_displacement, source_coordinates, window_centres
+from .warps import area_factor, elastic_displacement, mirrored_into, source_coordinates, window_centres
 
 TARGET_KINDS = ("binary", "smooth", "mass", "gaps")
 
@@ -49,7 +49,9 @@ class CropSettings:
         Probability of an elastic deformation, standard deviation of its displacements (crop pixels) and the
         spacing of their control points.
     negative_p : float
-        Share of crops replaced by an empty one (kinds in :data:`training.negatives.KINDS`, equally often).
+        Share of crops replaced by an empty one, of the ``negative_kinds`` (equally often).
+    negative_kinds : tuple of str
+        Kinds of empty crops drawn (names in :data:`training.negatives.KINDS`).
     min_range_over_noise : float
         The card's noise floor: empty crops are normalized with it, as inference normalizes an empty field
         (without it their noise is stretched to full contrast, which inference never shows a network).
@@ -63,7 +65,13 @@ class CropSettings:
     elastic: float = 2.0
     elastic_spacing: float = 32.0
     negative_p: float = 0.1
+    negative_kinds: tuple = KINDS
     min_range_over_noise: float = 0.0
+
+    def __post_init__(self):
+        unknown = set(self.negative_kinds) - set(KINDS)
+        if unknown or not self.negative_kinds:
+            raise ValueError(f"Negative crop kinds {sorted(unknown) or 'none'}: name one or more of {KINDS}.")
 
 
 def gap_level(scale: torch.Tensor) -> torch.Tensor:
@@ -139,7 +147,7 @@ class DeviceCrops:
 
     @property
     def background_side(self) -> int:
-        """Side of the real background windows (zoomed 2x into a crop)."""
+        """Side of the real background windows (mirrored to the crop's size)."""
         return max(self.settings.crop_size // 2, 4)
 
     def _background_windows(self, unique: list, owner: list) -> torch.Tensor:
@@ -172,7 +180,8 @@ class DeviceCrops:
         """Augmented crops of images ``index`` (on the device): ``{"image": B x 1 x S x S, target: ...}``."""
         settings, batch, device = self.settings, len(index), self.device
         negative = chosen(settings.negative_p, batch, generator, device)
-        kind = torch.randint(len(KINDS), (batch,), generator=generator, device=device)
+        drawn = torch.tensor([KINDS.index(name) for name in settings.negative_kinds], device=device)
+        kind = drawn[torch.randint(len(drawn), (batch,), generator=generator, device=device)]
         background = negative & (kind == KINDS.index("background")) & (len(self.backgrounds) > 0)
         index, centre_y, centre_x, scale = self._windows(index, background, generator)
         dihedral = torch.randint(8 if settings.flips else 1, (batch,), generator=generator, device=device)
@@ -180,6 +189,8 @@ class DeviceCrops:
                                 uniform(0, settings.elastic, batch, generator, device), torch.zeros(batch, device=device))
         displacement = elastic_displacement(batch, settings.crop_size, amplitude, settings.elastic_spacing, generator)
         y, x = source_coordinates(centre_y, centre_x, scale, dihedral, settings.crop_size, displacement)
+        if background.any():
+            y, x = self._mirrored_into_windows(y, x, centre_y, centre_x, background)
         level = level_for_scale(scale)
         image = self._with_synthetic_negatives(sample(self.images, index, level, y, x), negative & ~background, kind,
                                                generator)
@@ -219,8 +230,19 @@ class DeviceCrops:
             index = torch.where(background, window[:, 0].long(), index)
             centre_y = torch.where(background, window[:, 1], centre_y)
             centre_x = torch.where(background, window[:, 2], centre_x)
-            scale = torch.where(background, torch.full_like(scale, size / self.background_side), scale)
+            scale = torch.where(background, torch.ones_like(scale), scale)
         return index, centre_y, centre_x, scale
+
+    def _mirrored_into_windows(self, y, x, centre_y, centre_x, background):
+        """Coordinates of the ``background`` crops reflected into their windows, at the image's own pixel size.
+
+        A window is half a crop wide; mirrored rather than zoomed 2x, its noise keeps the grain an empty field has
+        at inference (a bilinear zoom smooths it, the noise floor then under-rates the noise and the field is
+        stretched into blobs).
+        """
+        width, keep = self.background_side - 1.0, background.view(-1, 1, 1)
+        return (torch.where(keep, mirrored_into(y, centre_y.view(-1, 1, 1), width), y),
+                torch.where(keep, mirrored_into(x, centre_x.view(-1, 1, 1), width), x))
 
     def _with_synthetic_negatives(self, image, synthetic, kind, generator) -> torch.Tensor:
         """``image`` with the ``synthetic`` crops replaced by normalized noise, constant or out-of-focus fields."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .datasets import SPLIT_RULE, VALIDATION_FRACTION, read_source, split_samples
 from .loop import TrainConfig
+from .negatives import KINDS as NEGATIVE_KINDS
 
 
 def parse_params(items) -> dict:
@@ -73,6 +74,9 @@ def add_crop_arguments(parser: argparse.ArgumentParser, *, crop_size: int, crops
                         help="probability of an elastic deformation (default %(default)s)")
     parser.add_argument("--negative-p", type=float, default=0.1,
                         help="share of empty crops: real background, noise, constant, out-of-focus (default %(default)s)")
+    parser.add_argument("--negative-kinds", nargs="+", default=list(NEGATIVE_KINDS), choices=NEGATIVE_KINDS,
+                        metavar="KIND", help="kinds of empty crops drawn, equally often (default: all of "
+                                             f"{' '.join(NEGATIVE_KINDS)})")
     parser.add_argument("--photometric", action="append", default=[], metavar="NAME=VALUE",
                         help="an intensity change's setting, e.g. texture_p=0 (repeatable; names and defaults: "
                              "training.photometric.Photometric)")
@@ -116,7 +120,7 @@ def crop_settings(args: argparse.Namespace, size_divisor: int):
 
     return CropSettings(crop_size=args.crop_size - args.crop_size % size_divisor, scale_p=args.scale_p,
                         scale_range=tuple(args.scale_range), elastic_p=args.elastic_p, negative_p=args.negative_p,
-                        min_range_over_noise=args.min_range_over_noise)
+                        negative_kinds=tuple(args.negative_kinds), min_range_over_noise=args.min_range_over_noise)
 
 
 def photometric_settings(args: argparse.Namespace):

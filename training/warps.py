@@ -61,6 +61,14 @@ def source_coordinates(centre_y: torch.Tensor, centre_x: torch.Tensor, scale: to
     return centre_y.view(-1, 1, 1) + turned[:, 0], centre_x.view(-1, 1, 1) + turned[:, 1]
 
 
+def mirrored_into(coordinate: torch.Tensor, centre: torch.Tensor, width: float) -> torch.Tensor:
+    """``coordinate`` reflected into ``[centre - width / 2, centre + width / 2]`` (mirrored at the end pixels, which
+    are not repeated, as numpy's ``"reflect"`` padding)."""
+    low = centre - width / 2
+    offset = torch.remainder(coordinate - low, 2 * width)
+    return low + width - (offset - width).abs()
+
+
 def area_factor(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``|det J|`` of the map from crop pixels to original pixels (original pixels per crop pixel), ``B x 1 x H x W``.
 
