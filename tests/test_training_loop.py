@@ -49,6 +49,25 @@ def test_training_lowers_the_loss_and_is_seeded(tmp_path):
     assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
 
 
+def test_a_weight_average_is_what_is_validated_and_kept(tmp_path):
+    def run(folder, epochs, ema):
+        torch.manual_seed(0)
+        config = TrainConfig(out_dir=folder, epochs=epochs, lr=0.2, steps_per_epoch=1, monitor="train_loss",
+                             plot=False, ema=ema)
+        return train(nn.Conv2d(1, 1, 1), pixels(4), bce, config,
+                     validate=lambda model, device: {"weight": float(model.weight.sum())})
+
+    one_step, plain = run(tmp_path / "one", 1, None), run(tmp_path / "plain", 4, None)
+    averaged = run(tmp_path / "averaged", 4, 1 - 1e-9)  # starts at the first step's weights and barely moves
+    for name, value in one_step.best_state.items():
+        torch.testing.assert_close(averaged.best_state[name], value)
+    assert averaged.history[-1]["weight"] == pytest.approx(float(one_step.best_state["weight"].sum()))
+    assert plain.history[-1]["weight"] != pytest.approx(averaged.history[-1]["weight"], abs=1e-3)
+    assert "ema" in torch.load(tmp_path / "averaged" / "checkpoint.pt", weights_only=True)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        run(tmp_path / "wrong", 1, 1.5)
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     """Six 64x64 synthetic images with instance labels, in the pairs layout; at least one is in validation."""

@@ -67,6 +67,9 @@ class TrainConfig:
         Validation metric to minimize (a key returned by the ``validate`` callback, or ``train_loss``).
     plot : bool
         Draw ``curves.png`` (at most once a minute, and at the end).
+    ema : float or None
+        Decay of an exponential moving average of the weights, updated after every step; when given, validation
+        and the returned best weights are the average's (it smooths out the last steps' noise).
     """
 
     out_dir: Path
@@ -83,6 +86,7 @@ class TrainConfig:
     resume: bool = False
     monitor: str = "val_loss"
     plot: bool = True
+    ema: float | None = None
 
 
 @dataclass
@@ -194,6 +198,17 @@ def _cpu_state(model: nn.Module) -> dict:
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
+def weight_average(model: nn.Module, decay: float | None):
+    """An exponential moving average of ``model``'s weights and buffers (torch's ``AveragedModel``), or None."""
+    if decay is None:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"The weight average's decay is {decay}; give a number between 0 and 1, e.g. 0.995.")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train(model: nn.Module, train_set: BatchSource, loss_fn: Callable[[torch.Tensor, dict], torch.Tensor],
           config: TrainConfig, validate: Callable[[nn.Module, torch.device], dict] | None = None) -> TrainResult:
     """Train ``model`` on ``train_set`` and return the weights of the best epoch.
@@ -256,8 +271,10 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
     if config.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    averaged = weight_average(model, config.ema)
+    validated = averaged.module if averaged is not None else model
 
-    state = {"epoch": -1, "best_metric": math.inf, "best_epoch": -1, "best_state": _cpu_state(model),
+    state = {"epoch": -1, "best_metric": math.inf, "best_epoch": -1, "best_state": _cpu_state(validated),
              "best_metrics": {}, "stale": 0, "history": []}
     checkpoint = out_dir / CHECKPOINT
     if config.resume and checkpoint.is_file():
@@ -266,6 +283,8 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
+        if averaged is not None:
+            averaged.load_state_dict(saved["ema"])
         state = saved["state"]
         if is_main:
             tqdm.write(f"Resumed from {checkpoint} after epoch {state['epoch']}.")
@@ -296,6 +315,8 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total += loss.detach()
             seen += 1
         bar.close()
@@ -305,9 +326,9 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
 
         row = {"epoch": epoch, "train_loss": _mean_across(mean_loss, world)}
         if is_main and validate is not None:
-            model.eval()
+            validated.eval()
             with torch.no_grad():
-                row.update({key: float(value) for key, value in validate(model, device).items()})
+                row.update({key: float(value) for key, value in validate(validated, device).items()})
         row = _broadcast(row, world)
         if config.monitor not in row:
             raise KeyError(f"Monitored metric {config.monitor!r} is missing; the epoch gave {sorted(row)}.")
@@ -318,14 +339,14 @@ def _train(model, train_set, loss_fn, config, validate, rank, world, local_rank)
         state["history"].append(row)
         state["epoch"] = epoch
         if metric < state["best_metric"]:
-            state.update(best_metric=metric, best_epoch=epoch, best_state=_cpu_state(model), best_metrics=row,
+            state.update(best_metric=metric, best_epoch=epoch, best_state=_cpu_state(validated), best_metrics=row,
                          stale=0)
         else:
             state["stale"] += 1
         if is_main:
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": state},
-                         checkpoint)
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "state": state,
+                          **({"ema": averaged.state_dict()} if averaged is not None else {})}, checkpoint)
             write_metrics_csv(state["history"], out_dir / METRICS_CSV)
             if config.plot and time.monotonic() - plotted > PLOT_INTERVAL:
                 plot_curves(state["history"], out_dir / CURVES_PNG)

@@ -50,6 +50,9 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, lr: float, batch_size
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="cap on optimizer steps per epoch")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ema", type=float, metavar="DECAY",
+                        help="validate and keep an exponential moving average of the weights with this decay per "
+                             "step, e.g. 0.995 (default: the weights themselves)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -175,7 +178,7 @@ def loop_config(args: argparse.Namespace, monitor: str = "val_loss") -> TrainCon
                        lr_factor=args.lr_factor, lr_patience=args.lr_patience, early_stop=args.early_stop,
                        seed=args.seed, steps_per_epoch=args.steps_per_epoch,
                        time_limit=args.time_limit, device=args.device, amp=not args.no_amp, resume=args.resume,
-                       monitor=monitor)
+                       monitor=monitor, ema=args.ema)
 
 
 def _limit(samples, limit):
