@@ -20,7 +20,7 @@ shift $(( $# < 2 ? $# : 2 ))
 RUN=runs/gpu-$MODEL
 COMMON=(--data bbbc005=shared/data/bbbc005 --data dsb2018=shared/data/dsb2018_fluo --out "$RUN"
         --device "${DEVICE:-cuda}" --crop-size 256 --crops-per-image 12 --batch-size 32
-        --epochs 1000 --lr-patience 10 --early-stop 40 --time-limit "$MINUTES" --seed 0 --no-score)
+        --epochs 1000 --lr-patience 10 --early-stop 40 --time-limit "$MINUTES" --seed 0 --no-score --ema 0.999)
 [ -f "$RUN/checkpoint.pt" ] && COMMON+=(--resume)
 case $MODEL in
   segmenter)
