@@ -50,10 +50,10 @@ def test_training_lowers_the_loss_and_is_seeded(tmp_path):
 
 
 def test_a_weight_average_is_what_is_validated_and_kept(tmp_path):
-    def run(folder, epochs, ema):
+    def run(folder, epochs, ema, resume=False):
         torch.manual_seed(0)
         config = TrainConfig(out_dir=folder, epochs=epochs, lr=0.2, steps_per_epoch=1, monitor="train_loss",
-                             plot=False, ema=ema)
+                             plot=False, ema=ema, resume=resume)
         return train(nn.Conv2d(1, 1, 1), pixels(4), bce, config,
                      validate=lambda model, device: {"weight": float(model.weight.sum())})
 
@@ -65,12 +65,7 @@ def test_a_weight_average_is_what_is_validated_and_kept(tmp_path):
     assert plain.history[-1]["weight"] != pytest.approx(averaged.history[-1]["weight"], abs=1e-3)
     assert "ema" in torch.load(tmp_path / "averaged" / "checkpoint.pt", weights_only=True)
     run(tmp_path / "resumed", 2, 0.5)
-    torch.manual_seed(0)
-    config = TrainConfig(out_dir=tmp_path / "resumed", epochs=4, lr=0.2, steps_per_epoch=1, monitor="train_loss",
-                         plot=False, ema=0.5, resume=True)
-    resumed = train(nn.Conv2d(1, 1, 1), pixels(4), bce, config,
-                    validate=lambda model, device: {"weight": float(model.weight.sum())})
-    whole = run(tmp_path / "whole", 4, 0.5)
+    resumed, whole = run(tmp_path / "resumed", 4, 0.5, resume=True), run(tmp_path / "whole", 4, 0.5)
     assert [row["weight"] for row in resumed.history] == pytest.approx([row["weight"] for row in whole.history])
     with pytest.raises(ValueError, match="between 0 and 1"):
         run(tmp_path / "wrong", 1, 1.5)
