@@ -130,6 +130,16 @@ def test_the_counter_counts_nothing_in_a_dark_field_of_scattered_photons(dark_fi
     assert predict_count_at_cell_scale(dark_field, device="CPU")[0] == 0.0  # 14.3 before the guard
 
 
+def test_the_counter_counts_dim_nuclei_in_a_field_under_the_featureless_level(stardist):
+    from cellcount_core.running.empty_fields import is_featureless_field
+    from cellcount_core.running.inference import predict_count_at_cell_scale
+
+    image, labels = stardist
+    dim = image[200:280, 200:280]  # 7 dim nuclei (1 whole): 19 noise sd above the background, the level is 24
+    assert is_featureless_field(dim, NORMALIZATION) and len(np.unique(labels[200:280, 200:280])) - 1 == 7
+    assert predict_count_at_cell_scale(dim, device="CPU")[0] > 1.5  # 2.0; 0 when the level alone decided
+
+
 def test_the_counter_counts_nuclei_reduced_to_half_their_size(dsb_validation):
     from cellcount_core.running.inference import predict_count_at_cell_scale
     from training.datasets import read_image, read_labels

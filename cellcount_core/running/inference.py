@@ -15,7 +15,7 @@ from cellcount_core.models.bundled import DEFAULT_COUNTER, DEFAULT_SEGMENTER, re
 from cellcount_core.models.model_files import load_model, model_paths
 from cellcount_core.models.receptive_field import context_overlap
 from cellcount_core.running.cell_scale import (CellScale, aimed_at_band, cell_scale, counter_enlargement,
-                                               density_diameter, is_below_band, is_specks,
+                                               density_diameter, diameter_in_probability, is_below_band, is_specks,
                                                predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import (floor_range_on_noise, noise_sigma, percentile_range, scale_to_range,
                                                   to_grayscale, to_rgb)
@@ -478,7 +478,8 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
     wider ``diameter_band`` needs (`cell_scale.aimed_at_band`). A manual diameter sets the factor from that band.
     The density of the resized image sums to the count of the original one. Counters of masks, of a fixed input
     size or without a ``diameter_band`` run at the image's own scale. A featureless field (`empty_fields.is_featureless_field`)
-    where the probes see nothing counts 0.
+    where the probes see nothing counts 0 if a full-size segmenter pass finds nothing of the band's size there
+    either, as DeepSegment's map is zero there (dim nuclei, under the featureless level, are counted).
     Where the segmenter leaves the image at its size, the counter's own density map tells whether its cells are
     smaller than it counts well (`cell_scale.density_diameter`); then it counts the image enlarged
     (`cell_scale.counter_enlargement`, x2: four times the counter's work on such images).
@@ -511,7 +512,8 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
         scale = aimed_at_band(cell_scale(image, run, band, threshold), tuple(card.diameter_band))
         if scale.diameter == 0.0:  # the counter runs on the image itself: its noise is measured once, here
             count_options["noise"] = noise_sigma(to_grayscale(image))
-            if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]):
+            if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]) \
+                    and is_below_band(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
                 return 0.0, scale
         if scale.factor == 1.0:
             return _count_small_cells_enlarged(image, scale, card, count_options)
