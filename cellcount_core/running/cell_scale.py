@@ -45,10 +45,8 @@ FRAGMENT_RATIO = 0.7
 #: The reduced pass must hold at least this many cells for its verdict to count: coarse views of blurred,
 #: crowded images see a handful of clumps (BBBC005 F48 w2 cells of ~55 px seen as 2 and 7.4 cells of 190-470 px,
 #: where the full-size pass was right; a DSB2018 image of 68 nuclei of 12 px seen as two clusters of 140 px);
-#: the StarDist example and DSB2018 images enlarged x2-x4 hold 14-163. Fewer cells still run reduced where the
-#: full-size pass breaks them into pieces narrower than the band (crops of the StarDist example with 3-4 nuclei
-#: enlarged x5: 110 and 770 pieces, 5 and 2 objects reduced); where the probes see none of them either (a crop
-#: whose nuclei all touch its border), a Manual diameter brings them into the band.
+#: the StarDist example and DSB2018 images enlarged x2-x4 hold 14-163. The cost: an image of fewer than 8 cells
+#: far larger than the band keeps its full-size pass (a Manual diameter brings it into the band).
 MIN_REDUCED_CELLS = 8
 #: A foreground whose estimated diameter is below this fraction of the band's smallest diameter is specks
 #: (:func:`is_specks`): photon noise, or cells far smaller than the model knows. Measured with the bundled
@@ -195,8 +193,7 @@ def is_specks(scale: CellScale, band: tuple[float, float]) -> bool:
     return is_below_band(scale, (SPECK_RATIO * band[0], band[1]))
 
 
-def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, diameter: float,
-                  smallest: float = 0.0) -> bool:
+def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, diameter: float) -> bool:
     """Whether the full-size pass breaks up the cells that the reduced pass (mapped back) sees whole.
 
     A network shown cells much larger than it knows marks their rims and textured insides only, in many pieces:
@@ -204,8 +201,7 @@ def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, 
     of `diameter` pixels as its foreground holds, whichever is more). Cells that the network knows at both
     sizes (BBBC005's large cells, which it was trained on) stay whole at full size. Where the reduced pass sees
     fewer than :data:`MIN_REDUCED_CELLS` cells, they are taken for clumps of smaller cells and the full-size
-    pass is kept, unless its pieces are narrower than `smallest` (the band's low end): then they are no cells
-    the network knows but the fragments of a few large ones.
+    pass is kept.
 
     `reduced` is the reduced pass mapped back to the image's size.
     """
@@ -213,9 +209,9 @@ def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, 
     if not reduced_mask.any() or not diameter > 0:
         return False
     cells = max(_pieces(reduced_mask), np.count_nonzero(reduced_mask) / (np.pi * diameter**2 / 4.0))
-    if _pieces(full_size > threshold) <= FRAGMENT_RATIO * cells:
+    if cells < MIN_REDUCED_CELLS:
         return False
-    return cells >= MIN_REDUCED_CELLS or diameter_in_probability(full_size, threshold) < smallest
+    return _pieces(full_size > threshold) > FRAGMENT_RATIO * cells
 
 
 def _pieces(mask: np.ndarray) -> int:
@@ -228,7 +224,7 @@ def _reduced_or_full_size(image, run, band, threshold, estimate, full_size=None)
     unless given) is fragmented, else the full-size pass."""
     reduced, scale = _reduced_pass(image, run, band, threshold, estimate)
     full_size = run(image) if full_size is None else full_size
-    if is_fragmented(full_size, reduced, threshold, scale.diameter, band[0]):
+    if is_fragmented(full_size, reduced, threshold, scale.diameter):
         return reduced, scale
     return full_size, CellScale(1.0, diameter_in_probability(full_size, threshold))
 
