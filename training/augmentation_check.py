@@ -20,7 +20,6 @@ import torch
 from .counter import load_density_records
 from .count_calibration import read_samples
 from .device_crops import CropSettings, DeviceCrops
-from .negatives import KINDS
 from .photometric import Photometric
 
 NO_INTENSITY = Photometric(texture_p=0, gamma_p=0, gradient_p=0, debris_p=0, blur_p=0, brightness=0, contrast=0,
@@ -41,7 +40,8 @@ def augmentations(min_range_over_noise: float) -> dict:
         "noise": (PLAIN, replace(NO_INTENSITY, noise_p=0.5)),
         "empty crops 0.1, no noise floor": (replace(PLAIN, negative_p=0.1), NO_INTENSITY),
         "empty crops 0.1": (replace(PLAIN, negative_p=0.1, min_range_over_noise=min_range_over_noise), NO_INTENSITY),
-        "empty crops 0.1, no out-of-focus": (replace(PLAIN, negative_p=0.1, negative_kinds=KINDS[:3],
+        "empty crops 0.1, no out-of-focus": (replace(PLAIN, negative_p=0.1,
+                                                     negative_kinds=("background", "noise", "constant"),
                                                      min_range_over_noise=min_range_over_noise), NO_INTENSITY),
         "segmenter v4's recipe": (CropSettings(crop_size=256, scale_p=0.5, scale_range=(0.7, 1.4), elastic_p=0.3,
                                                negative_p=0.1, min_range_over_noise=min_range_over_noise),
