@@ -133,8 +133,9 @@ copies, and resizes the image into the model's band before the network when need
 the image's size). Under *{CELL_SIZE_AUTOMATIC}*, where the network finds only specks narrower than half
 the band's smallest diameter, those that are single bright pixels of a dark field (sparse photon noise:
 they vanish under a 3 x 3 median) are erased; a field where nothing survives that median (nor anything as
-wide as the band's smallest cells is found) counts 0. An image where the reduced copies see fewer than 8 cells
-keeps its full size: give a diameter for fields of a few very large cells or of tiny ones.{self.cell_size_note}
+wide as the band's smallest cells is found) counts 0. Where the reduced copies see fewer than 8 cells, the
+image enlarged x2 tells a few large cells (their full-size fragments multiply) from crowded small ones (they
+stay as many): give a diameter for tiny cells, or if that check is wrong on your images.{self.cell_size_note}
 *{CELL_SIZE_MANUAL}* resizes from the typical cell diameter you give.
 *{CELL_SIZE_OFF}* runs the network on the image as it is.""",
         )

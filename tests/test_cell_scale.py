@@ -7,9 +7,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from cellcount_core.running.cell_scale import (DENSITY_ENLARGEMENT, MAX_ENLARGED_PIXELS, MIN_SIDE, PROBE_FACTORS,
-                                               SMALL_DENSITY_DIAMETER, CellScale, aimed_at_band, counter_enlargement,
-                                               density_diameter, diameter_in_probability, is_below_band, is_fragmented,
-                                               is_specks, predict_at_cell_scale, resize_image, scale_factor)
+                                               SMALL_DENSITY_DIAMETER, CellScale, aimed_at_band,
+                                               breaks_up_when_enlarged, counter_enlargement, density_diameter,
+                                               diameter_in_probability, is_below_band, is_fragmented, is_specks,
+                                               predict_at_cell_scale, resize_image, scale_factor)
 from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, noise_sigma,
                                                   percentile_range)
 
@@ -31,7 +32,8 @@ def disks(diameter, shape=(512, 512), spacing=2.0):
 
 
 class BandNetwork:
-    """Sees cells as filled disks inside BAND and above it as broken rims, like the real segmenter on DSB2018."""
+    """Sees cells as filled disks inside BAND and above it as broken rims and specks of texture, like the real
+    segmenter on DSB2018."""
 
     def __init__(self, largest=BAND[1]):
         self.sizes = []
@@ -45,7 +47,8 @@ class BandNetwork:
         too_large = np.concatenate([[False], np.sqrt(4 * areas / np.pi) > self.largest])[labels]
         yy, xx = np.indices(mask.shape)
         rims = mask & ~ndi.binary_erosion(mask, iterations=2) & ((yy // 6 + xx // 6) % 2 == 0)
-        return np.where(too_large, rims, mask).astype(np.float32)
+        specks = mask & (yy % 6 < 2) & (xx % 6 < 2)
+        return np.where(too_large, rims | specks, mask).astype(np.float32)
 
 
 def test_another_band_reduces_no_further_than_it_needs():
@@ -74,7 +77,7 @@ def test_resize_image_takes_every_dtype(dtype):
 
 
 def test_cells_inside_the_band_run_once_at_full_size():
-    image, _ = disks(16)
+    image, _ = disks(16, shape=(384, 384))
     network = BandNetwork()
     values, scale = predict_at_cell_scale(image, network, BAND, 0.5)
     assert scale.factor == 1.0
@@ -117,6 +120,29 @@ def test_fragmented_needs_enough_reduced_cells_for_a_verdict():
     clumps = ndi.binary_closing(small > 0.5, iterations=6).astype(np.float32)
     assert not is_fragmented(small, clumps, 0.5, 190.0)
     assert is_fragmented(small, clumps, 0.5, 60.0)  # as many cells as 54 of 60 px: a verdict
+
+
+def test_a_few_large_cells_broken_up_at_full_size_run_reduced():
+    # four cells of 100 px: too few reduced cells for a verdict by count, but the full-size rims and specks come
+    # apart into more pieces when the image is enlarged (the StarDist example's nuclei enlarged x5: 110 to 770 pieces)
+    image, count = disks(100, shape=(400, 400))
+    values, scale = predict_at_cell_scale(image, BandNetwork(), BAND, 0.5)
+    assert count == 4 and scale.factor < 1.0
+    assert ndi.label(values > 0.5)[1] == count
+
+
+def test_small_cells_that_a_coarse_view_merges_keep_their_size():
+    # crowded cells of 6 px, which the reduced pass sees as two clumps: enlarged, they stay as many, twice as wide
+    image, clumps = np.zeros((240, 240), np.float32), np.zeros((240, 240), np.float32)
+    for top in (30, 140):
+        image[top:top + 70, 30:210] = disks(6, shape=(70, 180), spacing=1.6)[0]
+        clumps[top:top + 70, 30:210] = 1.0
+    network = BandNetwork()
+    assert ndi.label(clumps)[1] == 2 and ndi.label(image)[1] > 100
+    assert not is_fragmented(image, clumps, 0.5, 100.0)  # too few reduced cells for a verdict by count
+    assert not breaks_up_when_enlarged(image, network, network(image), clumps, 0.5, BAND, 100.0)
+    large, _ = disks(100, shape=(400, 400))  # broken rims and specks: more pieces when enlarged
+    assert breaks_up_when_enlarged(large, network, network(large), large, 0.5, BAND, 100.0)
 
 
 def test_without_scaling_large_cells_are_outlines():

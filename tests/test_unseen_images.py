@@ -130,6 +130,24 @@ def test_the_counter_counts_nothing_in_a_dark_field_of_scattered_photons(dark_fi
     assert predict_count_at_cell_scale(dark_field, device="CPU")[0] == 0.0  # 14.3 before the guard
 
 
+@pytest.mark.parametrize("top, left, side, factor", [(0, 0, 96, 5), (100, 350, 100, 5), (0, 106, 64, 5),
+                                                     (37, 106, 80, 4)])
+def test_a_few_nuclei_enlarged_four_or_five_times_are_not_cut_into_pieces(stardist, top, left, side, factor):
+    from cellcount_core.objects.segmentation import segment_image
+    from cellcount_core.running.inference import predict_count_at_cell_scale
+
+    image, labels = stardist
+    crop, crop_labels = image[top:top + side, left:left + side], labels[top:top + side, left:left + side]
+    enlarged, _ = resize_pair(crop, crop_labels, factor)  # 2-4 nuclei of about 80-100 px
+    present = np.unique(crop_labels[crop_labels > 0])
+    mostly_inside = sum((crop_labels == i).sum() >= 0.5 * (labels == i).sum() for i in present)
+    # 113 to 786 segmenter objects and regression counts of 5.8 to 296 before the enlarged check and the 32-px probes
+    objects = segment_image(enlarged, device="CPU").count
+    count = predict_count_at_cell_scale(enlarged, device="CPU")[0]
+    assert mostly_inside - 1 <= objects <= len(present) + 1, (objects, mostly_inside, len(present))
+    assert mostly_inside - 1.5 <= count <= len(present) + 1.5, (count, mostly_inside, len(present))
+
+
 def test_the_counter_counts_dim_nuclei_in_a_field_under_the_featureless_level(stardist):
     from cellcount_core.running.empty_fields import is_featureless_field
     from cellcount_core.running.inference import predict_count_at_cell_scale

@@ -21,8 +21,9 @@ import numpy as np
 from cellcount_core.objects.diameter import estimate_diameter
 
 __all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SMALL_DENSITY_DIAMETER", "SPECK_RATIO", "aimed_at_band",
-           "cell_scale", "counter_enlargement", "density_diameter", "diameter_in_probability", "is_below_band",
-           "is_fragmented", "is_specks", "predict_at_cell_scale", "probe_diameter", "resize_image", "scale_factor"]
+           "breaks_up_when_enlarged", "cell_scale", "counter_enlargement", "density_diameter",
+           "diameter_in_probability", "is_below_band", "is_fragmented", "is_specks", "predict_at_cell_scale",
+           "probe_diameter", "resize_image", "scale_factor"]
 
 #: Coarse copies the network sees first, coarsest first: a probe that finds cells inside the band there
 #: reveals cells larger than the band at full size. Together they cost 1/256 + 1/64 + 1/16 of a full-size pass.
@@ -31,8 +32,10 @@ __all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SMALL_DENSITY_DIA
 PROBE_FACTORS = (1 / 16, 1 / 8, 1 / 4)
 #: The factor never leaves this range: beyond it an image becomes too coarse, or too large to run.
 FACTOR_LIMITS = (1 / 16, 4.0)
-#: A probe or resized copy needs at least this many pixels on its shorter side.
-MIN_SIDE = 48
+#: A probe or resized copy needs at least this many pixels on its shorter side. A crop of a few nuclei of 100 px,
+#: 320 px wide, is probed at 1/8 (40 px), where they fall in the band; at 48 px only the 1/4 probe ran and saw
+#: them at 25 px, just above the band, and the full-size pass cut them into hundreds of pieces.
+MIN_SIDE = 32
 #: A full-size pass breaks cells up (:func:`is_fragmented`) when its foreground falls into more pieces than
 #: FRAGMENT_RATIO times the number of cells the reduced pass holds (its pieces, or its foreground area over that
 #: of one cell where touching cells merge into fewer pieces).
@@ -45,9 +48,21 @@ FRAGMENT_RATIO = 0.7
 #: The reduced pass must hold at least this many cells for its verdict to count: coarse views of blurred,
 #: crowded images see a handful of clumps (BBBC005 F48 w2 cells of ~55 px seen as 2 and 7.4 cells of 190-470 px,
 #: where the full-size pass was right; a DSB2018 image of 68 nuclei of 12 px seen as two clusters of 140 px);
-#: the StarDist example and DSB2018 images enlarged x2-x4 hold 14-163. The cost: an image of fewer than 8 cells
-#: far larger than the band keeps its full-size pass (a Manual diameter brings it into the band).
+#: the StarDist example and DSB2018 images enlarged x2-x4 hold 14-163. Fewer cells get a second verdict from
+#: :func:`breaks_up_when_enlarged`.
 MIN_REDUCED_CELLS = 8
+#: Fewer than :data:`MIN_REDUCED_CELLS` reduced cells whose full-size pieces are narrower than the band are checked
+#: on the image enlarged this many times (:func:`breaks_up_when_enlarged`), while it stays within
+#: :data:`MAX_CHECKED_PIXELS`: small cells keep their number and widen with the image, while the fragments of
+#: larger cells (the network's own texture scale) multiply or widen more. Measured with segmenter v4 on 49 crops
+#: of 2-7 nuclei of the StarDist example enlarged x4 and x5 (10-732 full-size pieces): enlarged, 0.8-14 times as
+#: many pieces and 0.46-1.68 times as wide (relative to the enlargement), each beyond one of the
+#: :data:`ENLARGED_GROWTH_LIMITS`. DSB2018 images that the probes see as two clumps: 68 nuclei of 5 and 10 px
+#: (x0.5 and x1) 1.10-1.14 times as many and 1.02-1.07 times as wide; 32 nuclei of 4 px (x0.5) 1.56 times as many
+#: (nuclei too small for the network at full size appear) and 1.05 times as wide.
+CHECK_ENLARGEMENT = 2.0
+ENLARGED_GROWTH_LIMITS = (2.0, 1.25)
+MAX_CHECKED_PIXELS = 2**24
 #: A foreground whose estimated diameter is below this fraction of the band's smallest diameter is specks
 #: (:func:`is_specks`): photon noise, or cells far smaller than the model knows. Measured with the bundled
 #: segmenter: DSB2018 validation images 6.2 px and up (3.5 and up reduced x0.5), BBBC005 26 px and up; background
@@ -200,18 +215,43 @@ def is_fragmented(full_size: np.ndarray, reduced: np.ndarray, threshold: float, 
     more than :data:`FRAGMENT_RATIO` times as many as the reduced pass has cells (its pieces, or as many cells
     of `diameter` pixels as its foreground holds, whichever is more). Cells that the network knows at both
     sizes (BBBC005's large cells, which it was trained on) stay whole at full size. Where the reduced pass sees
-    fewer than :data:`MIN_REDUCED_CELLS` cells, they are taken for clumps of smaller cells and the full-size
-    pass is kept.
+    fewer than :data:`MIN_REDUCED_CELLS` cells, they may be clumps of smaller cells seen from afar: the count
+    gives no verdict, and :func:`breaks_up_when_enlarged` decides.
 
     `reduced` is the reduced pass mapped back to the image's size.
     """
+    cells = _reduced_cells(reduced, threshold, diameter)
+    return cells >= MIN_REDUCED_CELLS and _pieces(full_size > threshold) > FRAGMENT_RATIO * cells
+
+
+def breaks_up_when_enlarged(image, run, full_size, reduced, threshold, band, diameter) -> bool:
+    """Whether the full-size pieces of a field of fewer than :data:`MIN_REDUCED_CELLS` reduced cells are fragments.
+
+    Only pieces more numerous than :data:`FRAGMENT_RATIO` times the reduced cells and narrower than the band's
+    smallest cells are suspects. The image enlarged :data:`CHECK_ENLARGEMENT` times tells: small cells come out as
+    many and as much wider as the image, fragments more than :data:`ENLARGED_GROWTH_LIMITS` times as many or as
+    wide. An image too large to enlarge within :data:`MAX_CHECKED_PIXELS` keeps its full-size pass.
+    """
+    cells = _reduced_cells(reduced, threshold, diameter)
+    pieces = _pieces(full_size > threshold)
+    width = diameter_in_probability(full_size, threshold)
+    if not (0 < cells < MIN_REDUCED_CELLS and pieces > FRAGMENT_RATIO * cells and 0 < width < band[0]):
+        return False
+    if image.shape[0] * image.shape[1] * CHECK_ENLARGEMENT**2 > MAX_CHECKED_PIXELS:
+        return False
+    enlarged = run(resize_image(image, CHECK_ENLARGEMENT))
+    more, wider = ENLARGED_GROWTH_LIMITS
+    return (_pieces(enlarged > threshold) > more * pieces
+            or diameter_in_probability(enlarged, threshold) > wider * CHECK_ENLARGEMENT * width)
+
+
+def _reduced_cells(reduced: np.ndarray, threshold: float, diameter: float) -> float:
+    """Cells in a reduced pass mapped back: its pieces, or as many cells of `diameter` pixels as its foreground
+    holds where touching cells merge, whichever is more (0.0 for an empty pass or no diameter)."""
     reduced_mask = reduced > threshold
     if not reduced_mask.any() or not diameter > 0:
-        return False
-    cells = max(_pieces(reduced_mask), np.count_nonzero(reduced_mask) / (np.pi * diameter**2 / 4.0))
-    if cells < MIN_REDUCED_CELLS:
-        return False
-    return _pieces(full_size > threshold) > FRAGMENT_RATIO * cells
+        return 0.0
+    return max(_pieces(reduced_mask), np.count_nonzero(reduced_mask) / (np.pi * diameter**2 / 4.0))
 
 
 def _pieces(mask: np.ndarray) -> int:
@@ -224,7 +264,8 @@ def _reduced_or_full_size(image, run, band, threshold, estimate, full_size=None)
     unless given) is fragmented, else the full-size pass."""
     reduced, scale = _reduced_pass(image, run, band, threshold, estimate)
     full_size = run(image) if full_size is None else full_size
-    if is_fragmented(full_size, reduced, threshold, scale.diameter):
+    if (is_fragmented(full_size, reduced, threshold, scale.diameter)
+            or breaks_up_when_enlarged(image, run, full_size, reduced, threshold, band, scale.diameter)):
         return reduced, scale
     return full_size, CellScale(1.0, diameter_in_probability(full_size, threshold))
 
