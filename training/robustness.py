@@ -34,7 +34,8 @@ from .datasets import read_image
 from .evaluate import Models, evaluate_image, markdown_table, model_option, summarize
 from .threshold_tuning import Reference, default_split, read_reference, select_samples
 
-__all__ = ["SCALES", "resize_pair", "background_crops", "empty_fields", "scale_rows", "empty_rows", "run"]
+__all__ = ["SCALES", "resize_pair", "background_crops", "empty_fields", "scale_rows", "empty_rows", "write_csv",
+           "run"]
 
 SCALES = (0.5, 1.0, 2.0, 3.0, 4.0)
 #: A background crop keeps at least this many pixels between its border and the nearest true nucleus.
@@ -170,7 +171,8 @@ def _plot_counts_by_scale(rows: list[dict], methods: Sequence[str], path: Path) 
     plt.close(figure)
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path) -> None:
+    """`rows` as a CSV file, one column for every key of any row."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> dict:
     empty = empty_rows(empty_fields(samples), models)
     empty_table = _mean_counts(empty, methods)
     for name, rows in (("scales_per_image", scaled), ("empty_fields_per_field", empty)):
-        _write_csv(rows, out / f"{name}.csv")
+        write_csv(rows, out / f"{name}.csv")
     (out / "scales.md").write_text(markdown_table(scale_table), encoding="utf-8")
     (out / "empty_fields.md").write_text(markdown_table(empty_table), encoding="utf-8")
     _plot_counts_by_scale(scaled, methods, out / "counts_by_scale.png")
