@@ -129,6 +129,8 @@ def test_a_few_large_cells_broken_up_at_full_size_run_reduced():
     values, scale = predict_at_cell_scale(image, BandNetwork(), BAND, 0.5)
     assert count == 4 and scale.factor < 1.0
     assert ndi.label(values > 0.5)[1] == count
+    # in a field without cells the pieces are noise, whatever they do when enlarged
+    assert predict_at_cell_scale(image, BandNetwork(), BAND, 0.5, is_empty=lambda field: True)[1].factor == 1.0
 
 
 def test_small_cells_that_a_coarse_view_merges_keep_their_size():

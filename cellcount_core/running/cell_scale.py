@@ -259,13 +259,16 @@ def _pieces(mask: np.ndarray) -> int:
     return cv2.connectedComponents(mask.view(np.uint8), connectivity=4)[0] - 1
 
 
-def _reduced_or_full_size(image, run, band, threshold, estimate, full_size=None) -> tuple[np.ndarray, CellScale]:
+def _reduced_or_full_size(image, run, band, threshold, estimate, is_empty, full_size=None
+                          ) -> tuple[np.ndarray, CellScale]:
     """For cells of `estimate` pixels, larger than the band: the reduced pass where the full-size one (run here
-    unless given) is fragmented, else the full-size pass."""
+    unless given) is fragmented, else the full-size pass. In an empty field (`is_empty`) the pieces are noise,
+    and how they change when enlarged tells nothing."""
     reduced, scale = _reduced_pass(image, run, band, threshold, estimate)
     full_size = run(image) if full_size is None else full_size
     if (is_fragmented(full_size, reduced, threshold, scale.diameter)
-            or breaks_up_when_enlarged(image, run, full_size, reduced, threshold, band, scale.diameter)):
+            or (breaks_up_when_enlarged(image, run, full_size, reduced, threshold, band, scale.diameter)
+                and not (is_empty and is_empty(image)))):
         return reduced, scale
     return full_size, CellScale(1.0, diameter_in_probability(full_size, threshold))
 
@@ -276,6 +279,7 @@ def predict_at_cell_scale(
     band: tuple[float, float],
     threshold: float,
     diameter: float | None = None,
+    is_empty: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[np.ndarray, CellScale]:
     """Run a network with the image resized so that its cells fall inside the network's diameter band.
 
@@ -291,6 +295,9 @@ def predict_at_cell_scale(
         Probability above which a pixel counts as cell when diameters are estimated (the model's default).
     diameter : float, optional
         The typical cell diameter in pixels, if known; estimated when None.
+    is_empty : callable, optional
+        ``is_empty(image) -> bool``: whether the image is a field without cells (DeepSegment: the noise floor's
+        featureless test). There the enlarged check (:func:`breaks_up_when_enlarged`) never reduces the image.
 
     Returns
     -------
@@ -304,8 +311,9 @@ def predict_at_cell_scale(
     A given `diameter` sets the factor directly (:func:`scale_factor`), enlarging too. Otherwise the coarse
     probes (:data:`PROBE_FACTORS`) and, when they see nothing, a full-size pass estimate the diameter; cells in
     the band or smaller keep the full-size pass. For larger cells the image is also run reduced into the band,
-    and the reduced pass is kept only where the full-size pass breaks the cells up (:func:`is_fragmented`): a
-    network trained on large cells of one kind keeps them whole at full size, with more detail.
+    and the reduced pass is kept only where the full-size pass breaks the cells up (:func:`is_fragmented`, or
+    for fewer than :data:`MIN_REDUCED_CELLS` cells :func:`breaks_up_when_enlarged`): a network trained on large
+    cells of one kind keeps them whole at full size, with more detail.
     """
     shape = image.shape[:2]
     if diameter is not None:
@@ -313,16 +321,16 @@ def predict_at_cell_scale(
         return _resize_to(run(resize_image(image, factor)), shape), CellScale(factor, float(diameter))
     estimate = probe_diameter(image, run, band, threshold)
     if estimate > 0.0:
-        return _reduced_or_full_size(image, run, band, threshold, estimate)
+        return _reduced_or_full_size(image, run, band, threshold, estimate, is_empty)
     full_size = run(image)
     estimate = diameter_in_probability(full_size, threshold)
     if estimate <= band[1]:  # an estimated size never enlarges an image: noise would become cell-sized blobs
         return full_size, CellScale(1.0, estimate)
-    return _reduced_or_full_size(image, run, band, threshold, estimate, full_size)
+    return _reduced_or_full_size(image, run, band, threshold, estimate, is_empty, full_size)
 
 
 def cell_scale(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], band: tuple[float, float],
-               threshold: float) -> CellScale:
+               threshold: float, is_empty: Callable[[np.ndarray], bool] | None = None) -> CellScale:
     """The factor :func:`predict_at_cell_scale` would choose for `image`, for another network (a counter).
 
     Cheaper for cells in the band: the coarse probes alone decide, without a full-size pass (cells a little
@@ -331,4 +339,4 @@ def cell_scale(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], band:
     estimate = probe_diameter(image, run, band, threshold)
     if estimate == 0.0:
         return CellScale(1.0, 0.0)
-    return _reduced_or_full_size(image, run, band, threshold, estimate)[1]
+    return _reduced_or_full_size(image, run, band, threshold, estimate, is_empty)[1]

@@ -459,7 +459,9 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
     if card.diameter_band is None or diameter is False:
         return run(image), CellScale(1.0, diameter or 0.0)
     image, band = np.asarray(image), tuple(card.diameter_band)
-    probability, scale = predict_at_cell_scale(image, run, band, float(card.default_threshold["value"]), diameter)
+    is_empty = functools.partial(is_featureless_field, normalization=_percentile_settings(card))
+    probability, scale = predict_at_cell_scale(image, run, band, float(card.default_threshold["value"]), diameter,
+                                               is_empty)
     if diameter is None and is_specks(scale, band):
         probability = without_featureless_objects(image, probability, _percentile_settings(card),
                                                   0.5 * card.default_threshold["value"])
@@ -509,7 +511,8 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
         run, seg_card = _segmenter_runner(segmenter, device, tile_size, overlap, batch_size, False)
         band = tuple(seg_card.diameter_band or card.diameter_band)
         threshold = float(seg_card.default_threshold["value"])
-        scale = aimed_at_band(cell_scale(image, run, band, threshold), tuple(card.diameter_band))
+        is_empty = functools.partial(is_featureless_field, normalization=_percentile_settings(seg_card))
+        scale = aimed_at_band(cell_scale(image, run, band, threshold, is_empty), tuple(card.diameter_band))
         if scale.diameter == 0.0:  # the counter runs on the image itself: its noise is measured once, here
             count_options["noise"] = noise_sigma(to_grayscale(image))
             if is_featureless_field(image, _percentile_settings(seg_card), count_options["noise"]) \
