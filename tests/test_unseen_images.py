@@ -114,6 +114,20 @@ def test_specks_of_photon_noise_are_no_cells_but_tiny_nuclei_are(shared_data, da
     assert segment_image(reduced, device="CPU").count > 0.65 * 56  # segmenter v3: 40, v4: 39
 
 
+def test_a_dark_background_is_not_taken_for_a_few_large_cells(shared_data):
+    from cellcount_core.images.image_io import read_image
+    from cellcount_core.objects.segmentation import segment_image
+    from cellcount_core.running.inference import predict_count_at_cell_scale
+
+    name = "f4c4db3df4ff0de90f44b027fc2e28c16bf7e5c75ea75b0a9762bbb7ac86e7a3"
+    image = read_image(shared_data / f"dsb2018_fluo/images/{name}.png")
+    labels = imread(shared_data / f"dsb2018_fluo/labels/{name}.tif")
+    dark = next(background_crops(image, labels))  # 602 px, grey levels 0-7
+    # its photon specks multiply when enlarged, as fragments of large cells do: 3 objects before the field test
+    assert segment_image(dark, device="CPU").count == 0
+    assert predict_count_at_cell_scale(dark, device="CPU")[0] <= 1.0
+
+
 def test_no_real_image_is_a_featureless_field_even_reduced_four_times(dsb_validation):
     from cellcount_core.images.normalization import median_3x3, percentile_range
     from cellcount_core.running.empty_fields import feature_level
