@@ -21,9 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .datasets import read_image
-from .evaluate import Models, evaluate_image, markdown_table, model_option
-from .robustness import resize_pair, write_csv
-from .threshold_tuning import Reference, default_split, read_reference, select_samples
+from .evaluate import Models, evaluate_image, markdown_table
+from .robustness import add_model_arguments, models_and_samples, resize_pair, write_csv
+from .threshold_tuning import Reference, read_reference
 
 __all__ = ["FACTORS", "SIDES", "TOLERANCE", "few_nuclei_crops", "crop_rows", "error_table", "run"]
 
@@ -86,10 +86,7 @@ def error_table(rows: list[dict], methods: Sequence[str]) -> list[dict]:
 
 def run(args: argparse.Namespace) -> dict:
     """Count the enlarged crops with every method; write the tables into ``args.out``."""
-    models = Models(segmenter=model_option(args.segmenter), counter=model_option(args.counter),
-                    baselines=tuple(args.baselines), device=args.device, cell_size=args.cell_size)
-    models.load_cards()
-    samples = select_samples(args.dataset, args.data, default_split(args.dataset), limit=args.limit)
+    models, samples = models_and_samples(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = crop_rows(samples, models, args.factors, args.fraction)
@@ -104,16 +101,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.few_nuclei", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=("dsb2018", "stardist"), default="stardist")
-    parser.add_argument("--data", required=True, help="the data set's folder")
-    parser.add_argument("--segmenter", default="default", help="segmenter name or file, or 'none' (default: bundled)")
-    parser.add_argument("--counter", default="default", help="counter name or file, or 'none' (default: bundled)")
-    parser.add_argument("--baselines", nargs="*", default=["classical", "cellprofiler"])
-    parser.add_argument("--device", default="Auto")
-    parser.add_argument("--cell-size", default="auto", metavar="auto|off|PIXELS")
+    add_model_arguments(parser, "stardist")
     parser.add_argument("--factors", type=float, nargs="+", default=list(FACTORS))
     parser.add_argument("--fraction", type=float, default=0.15, help="share of the eligible crops kept (seed 0)")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many images")
     parser.add_argument("--out", required=True)
     print(markdown_table(run(parser.parse_args(argv))["errors"]))
 

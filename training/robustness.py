@@ -35,7 +35,7 @@ from .evaluate import Models, evaluate_image, markdown_table, model_option, summ
 from .threshold_tuning import Reference, default_split, read_reference, select_samples
 
 __all__ = ["SCALES", "resize_pair", "background_crops", "empty_fields", "scale_rows", "empty_rows", "write_csv",
-           "run"]
+           "add_model_arguments", "models_and_samples", "run"]
 
 SCALES = (0.5, 1.0, 2.0, 3.0, 4.0)
 #: A background crop keeps at least this many pixels between its border and the nearest true nucleus.
@@ -180,13 +180,30 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Score resized validation images and empty fields; write the tables and the plot into ``args.out``."""
+def add_model_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
+    """The options that choose the data set (`dataset` by default) and the methods to score."""
+    parser.add_argument("--dataset", choices=("dsb2018", "stardist"), default=dataset)
+    parser.add_argument("--data", required=True, help="the data set's folder (DSB2018: images/, labels/)")
+    parser.add_argument("--segmenter", default="default", help="segmenter name or file, or 'none' (default: bundled)")
+    parser.add_argument("--counter", default="default", help="counter name or file, or 'none' (default: bundled)")
+    parser.add_argument("--baselines", nargs="*", default=["classical", "cellprofiler"])
+    parser.add_argument("--device", default="Auto")
+    parser.add_argument("--cell-size", default="auto", metavar="auto|off|PIXELS")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many images of the split")
+
+
+def models_and_samples(args: argparse.Namespace) -> tuple[Models, list]:
+    """The methods (cards loaded) and the images (the data set's default split) that `args` choose."""
     models = Models(segmenter=model_option(args.segmenter), counter=model_option(args.counter),
                     baselines=tuple(args.baselines), device=args.device, cell_size=args.cell_size)
     models.load_cards()
+    return models, select_samples(args.dataset, args.data, default_split(args.dataset), limit=args.limit)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Score resized validation images and empty fields; write the tables and the plot into ``args.out``."""
+    models, samples = models_and_samples(args)
     methods = models.method_names()
-    samples = select_samples(args.dataset, args.data, default_split(args.dataset), limit=args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scaled = scale_rows(samples, models, args.scales)
@@ -206,15 +223,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.robustness", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=("dsb2018", "stardist"), default="dsb2018")
-    parser.add_argument("--data", required=True, help="the data set's folder (DSB2018: images/, labels/)")
-    parser.add_argument("--segmenter", default="default", help="segmenter name or file, or 'none' (default: bundled)")
-    parser.add_argument("--counter", default="default", help="counter name or file, or 'none' (default: bundled)")
-    parser.add_argument("--baselines", nargs="*", default=["classical", "cellprofiler"])
-    parser.add_argument("--device", default="Auto")
-    parser.add_argument("--cell-size", default="auto", metavar="auto|off|PIXELS")
+    add_model_arguments(parser, "dsb2018")
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
-    parser.add_argument("--limit", type=int, default=None, help="at most this many validation images")
     parser.add_argument("--out", required=True)
     summary = run(parser.parse_args(argv))
     print(markdown_table(summary["by_scale"]))

@@ -334,7 +334,8 @@ def cell_scale(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], band:
     """The factor :func:`predict_at_cell_scale` would choose for `image`, for another network (a counter).
 
     Cheaper for cells in the band: the coarse probes alone decide, without a full-size pass (cells a little
-    larger than the band, which only a full-size pass would reveal, are left as they are).
+    larger than the band, which only a full-size pass would reveal, are left as they are). `is_empty` as in
+    :func:`predict_at_cell_scale`.
     """
     estimate = probe_diameter(image, run, band, threshold)
     if estimate == 0.0:
