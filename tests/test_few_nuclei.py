@@ -39,3 +39,4 @@ def test_few_nuclei_runs_the_counter_alone(shared_data, tiny_counter, tmp_path):
     assert summary["crops"] > 0
     assert [row["method"] for row in summary["errors"]] == ["count:tiny-counter"]
     assert (tmp_path / "crops.csv").read_text(encoding="utf-8").count("\n") == summary["crops"] + 1
+    assert (tmp_path / "counts.png").stat().st_size > 0

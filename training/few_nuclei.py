@@ -7,7 +7,8 @@ off by how far it falls outside that range.
 
 ``python -m training.few_nuclei --dataset stardist --data ../shared/data/stardist_example --out DIR`` writes
 ``crops.csv`` (one row per crop and factor), ``few_nuclei.md`` (per method: crops, how many are off by more than
-:data:`TOLERANCE`, median and largest error) and ``summary.json`` into DIR.
+:data:`TOLERANCE`, median and largest error), ``counts.png`` (every count against the nuclei present) and
+``summary.json`` into DIR.
 """
 
 from __future__ import annotations
@@ -84,6 +85,28 @@ def error_table(rows: list[dict], methods: Sequence[str]) -> list[dict]:
     return table
 
 
+def _plot_counts(rows: list[dict], methods: Sequence[str], path: Path) -> None:
+    """Each method's count on each crop against the nuclei it holds (log scale: over-splitting shows as a cloud)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    present = np.array([row["true_count"] for row in rows], float)
+    for offset, method in zip(np.linspace(-0.2, 0.2, len(methods)), methods):
+        counts = np.array([row[f"{method}_count"] for row in rows], float)
+        axes.scatter(present + offset, np.maximum(counts, 0.5), s=12, alpha=0.7, label=method)
+    axes.plot([1, NUCLEI[1]], [1, NUCLEI[1]], color="grey", linewidth=0.8)
+    axes.set_yscale("log")
+    axes.set(xlabel="nuclei in the crop", ylabel="count (0 shown at 0.5)",
+             title="A few nuclei enlarged x" + " and x".join(f"{f:g}" for f in sorted({r["scale"] for r in rows})))
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Count the enlarged crops with every method; write the tables into ``args.out``."""
     models, samples = models_and_samples(args)
@@ -93,6 +116,7 @@ def run(args: argparse.Namespace) -> dict:
     table = error_table(rows, models.method_names())
     write_csv(rows, out / "crops.csv")
     (out / "few_nuclei.md").write_text(markdown_table(table), encoding="utf-8")
+    _plot_counts(rows, models.method_names(), out / "counts.png")
     summary = {"images": len(samples), "crops": len(rows) // len(args.factors), "factors": list(args.factors),
                "fraction": args.fraction, "cell_size": args.cell_size, "errors": table}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
