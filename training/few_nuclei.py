@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .datasets import read_image
 from .evaluate import Models, evaluate_image, markdown_table
+from .plots import plot_counts
 from .robustness import add_model_arguments, models_and_samples, resize_pair, write_csv
 from .threshold_tuning import Reference, read_reference
 
@@ -64,9 +65,9 @@ def crop_rows(samples, models: Models, factors: Sequence[float] = FACTORS, fract
              for crop in few_nuclei_crops(read_image(sample.image_path), read_reference(sample).labels, fraction)]
     rows = []
     for sample, (name, image, labels, inside) in tqdm(crops, desc="crops", disable=not progress):
+        present = len(np.unique(labels[labels > 0]))
         for factor in factors:
             enlarged, enlarged_labels = resize_pair(image, labels, factor)
-            present = len(np.unique(labels[labels > 0]))
             row, _ = evaluate_image(enlarged, Reference(count=present, labels=enlarged_labels), models,
                                     row={"id": f"{sample.id}:{name}", "scale": factor, "inside": inside})
             rows.append(row)
@@ -85,28 +86,6 @@ def error_table(rows: list[dict], methods: Sequence[str]) -> list[dict]:
     return table
 
 
-def _plot_counts(rows: list[dict], methods: Sequence[str], path: Path) -> None:
-    """Each method's count on each crop against the nuclei it holds (log scale: over-splitting shows as a cloud)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4.5))
-    present = np.array([row["true_count"] for row in rows], float)
-    for offset, method in zip(np.linspace(-0.2, 0.2, len(methods)), methods):
-        counts = np.array([row[f"{method}_count"] for row in rows], float)
-        axes.scatter(present + offset, np.maximum(counts, 0.5), s=12, alpha=0.7, label=method)
-    axes.plot([1, NUCLEI[1]], [1, NUCLEI[1]], color="grey", linewidth=0.8)
-    axes.set_yscale("log")
-    axes.set(xlabel="nuclei in the crop", ylabel="count (0 shown at 0.5)",
-             title="A few nuclei enlarged x" + " and x".join(f"{f:g}" for f in sorted({r["scale"] for r in rows})))
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def run(args: argparse.Namespace) -> dict:
     """Count the enlarged crops with every method; write the tables into ``args.out``."""
     models, samples = models_and_samples(args)
@@ -116,7 +95,9 @@ def run(args: argparse.Namespace) -> dict:
     table = error_table(rows, models.method_names())
     write_csv(rows, out / "crops.csv")
     (out / "few_nuclei.md").write_text(markdown_table(table), encoding="utf-8")
-    _plot_counts(rows, models.method_names(), out / "counts.png")
+    plot_counts([row["true_count"] for row in rows],
+                {method: [row[f"{method}_count"] for row in rows] for method in models.method_names()},
+                out / "counts.png", title="A few nuclei enlarged: count against the nuclei in the crop", symlog=True)
     summary = {"images": len(samples), "crops": len(rows) // len(args.factors), "factors": list(args.factors),
                "fraction": args.fraction, "cell_size": args.cell_size, "errors": table}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

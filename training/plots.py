@@ -93,7 +93,7 @@ def plot_f1_curve(
 
 
 def plot_counts(true_counts: Sequence[float], predicted: Mapping[str, Sequence[float]], path, *,
-                title: str = "Predicted against true counts") -> Path:
+                title: str = "Predicted against true counts", symlog: bool = False) -> Path:
     """Scatter predicted against true counts for each method, with the identity line.
 
     Parameters
@@ -106,6 +106,8 @@ def plot_counts(true_counts: Sequence[float], predicted: Mapping[str, Sequence[f
         Output image file.
     title : str
         Axes title.
+    symlog : bool
+        Predicted counts on a symmetric log axis (linear below 1), where some methods over-split a hundredfold.
 
     Returns
     -------
@@ -113,11 +115,14 @@ def plot_counts(true_counts: Sequence[float], predicted: Mapping[str, Sequence[f
     """
     true_counts = np.asarray(true_counts, float)
     figure, axes = _figure()
-    top = max([true_counts.max(initial=1.0)]
-              + [np.nanmax(np.asarray(counts, float), initial=1.0) for counts in predicted.values()])
+    # on a symmetric log axis the identity spans the true counts only, so that the x axis stays on them
+    highest = [] if symlog else [np.nanmax(np.asarray(counts, float), initial=1.0) for counts in predicted.values()]
+    top = max([true_counts.max(initial=1.0)] + highest)
     axes.plot([0, top], [0, top], color="gray", linewidth=1, label="identity")
     for name, counts in predicted.items():
         axes.scatter(true_counts, np.asarray(counts, float), s=10, alpha=0.6, label=name)
+    if symlog:
+        axes.set_yscale("symlog", linthresh=1.0)
     _label(axes, "true count", "predicted count", title)
     axes.legend(fontsize="small")
     return _save(figure, path)
@@ -140,6 +145,8 @@ def plot_bland_altman(true_counts: Sequence[float], predicted: Mapping[str, Sequ
         Output image file.
     title : str
         Axes title.
+    symlog : bool
+        Predicted counts on a symmetric log axis (linear below 1), where some methods over-split a hundredfold.
 
     Returns
     -------

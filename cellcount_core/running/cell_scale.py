@@ -232,12 +232,13 @@ def breaks_up_when_enlarged(image, run, full_size, reduced, threshold, band, dia
     many and as much wider as the image, fragments more than :data:`ENLARGED_GROWTH_LIMITS` times as many or as
     wide. An image too large to enlarge within :data:`MAX_CHECKED_PIXELS` keeps its full-size pass.
     """
+    too_large = image.shape[0] * image.shape[1] * CHECK_ENLARGEMENT**2 > MAX_CHECKED_PIXELS
     cells = _reduced_cells(reduced, threshold, diameter)
-    pieces = _pieces(full_size > threshold)
-    width = diameter_in_probability(full_size, threshold)
-    if not (0 < cells < MIN_REDUCED_CELLS and pieces > FRAGMENT_RATIO * cells and 0 < width < band[0]):
+    if too_large or not 0 < cells < MIN_REDUCED_CELLS:
         return False
-    if image.shape[0] * image.shape[1] * CHECK_ENLARGEMENT**2 > MAX_CHECKED_PIXELS:
+    pieces = _pieces(full_size > threshold)  # the cheaper tests first: most images stop here
+    width = diameter_in_probability(full_size, threshold) if pieces > FRAGMENT_RATIO * cells else 0.0
+    if not 0 < width < band[0]:
         return False
     enlarged = run(resize_image(image, CHECK_ENLARGEMENT))
     more, wider = ENLARGED_GROWTH_LIMITS
