@@ -146,6 +146,23 @@ def test_init_from_starts_at_a_model_and_refuses_another_architecture(pairs, tmp
                       "--init-from", str(tmp_path / "first" / "tiny")))
 
 
+def test_transfer_from_starts_a_counter_at_a_segmenters_unet(pairs, tmp_path):
+    main(_command("train-segmenter", pairs, tmp_path / "segmenter", 1, "--architecture", "small_unet"))
+    segmenter, _ = load_model(tmp_path / "segmenter" / "tiny")
+    main(_command("train-counter", pairs, tmp_path / "counter", 1, "--architecture", "density_counter", "--lr", "0",
+                  "--transfer-from", str(tmp_path / "segmenter" / "tiny")))
+    counter, card = load_model(tmp_path / "counter" / "tiny")
+    source, body = segmenter.state_dict(), counter.body.state_dict()
+    torch.testing.assert_close(body["encoder.0.0.weight"], source["encoder.0.0.weight"])
+    # small_unet's bridge has 5x5 kernels, the counter's 3x3: the centre is taken
+    torch.testing.assert_close(body["bridge.1.0.weight"], source["bridge.1.0.weight"][:, :, 1:4, 1:4])
+    assert "--transfer-from" in card.training["command"]
+    with pytest.raises(ValueError, match="not both"):
+        main(_command("train-counter", pairs, tmp_path / "both", 1, "--architecture", "density_counter",
+                      "--transfer-from", str(tmp_path / "segmenter" / "tiny"),
+                      "--init-from", str(tmp_path / "counter" / "tiny")))
+
+
 def test_train_counter_density_and_mask_regressor(pairs, tmp_path):
     command = _command("train-counter", pairs, tmp_path / "density", 1, "--architecture", "density_counter",
                        "--diameter-band", "10", "30", "--min-range-over-noise", "0")

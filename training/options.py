@@ -58,6 +58,9 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, lr: float, batch_size
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--init-from", type=Path, metavar="MODEL",
                         help="start from this model file's weights (same architecture and parameters)")
+    parser.add_argument("--transfer-from", type=Path, metavar="MODEL",
+                        help="start the U-Net body from this model file's (e.g. the segmenter's, for a density "
+                             "counter of the same width and depth); the output head starts new")
     parser.add_argument("--no-score", action="store_true",
                         help="skip scoring the saved model on the whole validation images")
     parser.add_argument("--limit", type=int, default=None,
@@ -154,13 +157,18 @@ def augmentation_record(crops) -> dict:
 
 
 def build_model(args: argparse.Namespace):
-    """The network named by ``--architecture``/``--param``, with ``--init-from``'s weights when given.
+    """The network named by ``--architecture``/``--param``, with ``--init-from``'s weights or ``--transfer-from``'s
+    U-Net body when given.
 
     Returns ``(model, params)``.
     """
     from cellcount_core.models.model_files import load_model
     from cellcount_core.models.networks import create_model
 
+    from .transfer import transfer_unet
+
+    if args.init_from is not None and args.transfer_from is not None:
+        raise ValueError("Give --init-from or --transfer-from, not both.")
     params = parse_params(args.param)
     model = create_model(args.architecture, **params)
     if args.init_from is not None:
@@ -169,6 +177,9 @@ def build_model(args: argparse.Namespace):
             raise ValueError(f"--init-from {args.init_from} is a {card.architecture} with {card.params}, but this run "
                              f"trains a {args.architecture} with {params}; pass the same --architecture and --param.")
         model.load_state_dict(start.state_dict())
+    if args.transfer_from is not None:
+        source, _ = load_model(args.transfer_from)
+        print(f"--transfer-from {args.transfer_from}: {transfer_unet(source, model).summary()}", flush=True)
     return model, params
 
 
