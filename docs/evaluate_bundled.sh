@@ -10,6 +10,8 @@
 # Usage (repository root, after make install):
 #   bash docs/evaluate_bundled.sh [OUT]            # the bundled models; OUT defaults to runs/eval
 #   SEGMENTER=runs/x/model.json COUNTER=runs/y/model.json bash docs/evaluate_bundled.sh runs/eval-candidate
+#   SEGMENTER=none BASELINES= COUNTER=runs/y/model.json bash docs/evaluate_bundled.sh runs/y/eval   # a counter alone
+#   (SEGMENTER=none still lets the bundled segmenter's probes choose the cell size; BASELINES defaults to both)
 # Results: OUT/<data set>/report.md, OUT/robustness-{stardist,dsb2018}/*.md and OUT/few-nuclei-stardist/*.md;
 # about 30 minutes on 2 CPU cores.
 set -euo pipefail
@@ -18,7 +20,9 @@ DATA=../shared/data
 OUT=${1:-runs/eval}
 SEGMENTER=${SEGMENTER:-cellcount_core/models/weights/nuclei-segmenter.json}
 COUNTER=${COUNTER:-cellcount_core/models/weights/nuclei-counter.json}
-MODELS=(--segmenter "$SEGMENTER" --counter "$COUNTER")
+BASELINES=${BASELINES-classical cellprofiler}
+# shellcheck disable=SC2206  # BASELINES is a list of names
+MODELS=(--segmenter "$SEGMENTER" --counter "$COUNTER" --baselines $BASELINES)
 folder() {
   case $1 in
     stardist) echo $DATA/stardist_example ;;
@@ -28,7 +32,7 @@ folder() {
 }
 for dataset in stardist dsb2018 bbbc005; do
   mkdir -p "$OUT/$dataset"
-  python -m training evaluate "${MODELS[@]}" --baselines classical cellprofiler \
+  python -m training evaluate "${MODELS[@]}" \
     --dataset $dataset --data "$(folder $dataset)" --out "$OUT/$dataset" > "$OUT/$dataset.log" 2>&1
   echo "$dataset: $OUT/$dataset/report.md"
 done
