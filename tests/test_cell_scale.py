@@ -7,10 +7,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from cellcount_core.running.cell_scale import (DENSITY_ENLARGEMENT, MAX_ENLARGED_PIXELS, MIN_SIDE, PROBE_FACTORS,
-                                               SMALL_DENSITY_DIAMETER, CellScale, aimed_at_band,
-                                               breaks_up_when_enlarged, counter_enlargement, density_diameter,
-                                               diameter_in_probability, is_below_band, is_fragmented, is_specks,
-                                               predict_at_cell_scale, resize_image, scale_factor)
+                                               CellScale, aimed_at_band, breaks_up_when_enlarged, counter_enlargement,
+                                               density_diameter, diameter_in_probability, is_below_band,
+                                               is_fragmented, is_specks, predict_at_cell_scale, resize_image,
+                                               scale_factor)
 from cellcount_core.images.normalization import (featureless_level, floor_range_on_noise, is_featureless, noise_sigma,
                                                   percentile_range)
 
@@ -243,10 +243,15 @@ def test_an_empty_density_map_has_no_diameter():
 
 
 def test_the_counter_enlarges_only_small_cells_within_the_size_limit():
-    small = 0.9 * SMALL_DENSITY_DIAMETER
-    assert counter_enlargement(small, (520, 696)) == DENSITY_ENLARGEMENT
-    assert counter_enlargement(SMALL_DENSITY_DIAMETER, (520, 696)) == 1.0
-    assert counter_enlargement(0.0, (520, 696)) == 1.0  # an empty map
+    threshold = 32.0
+    small = 0.9 * threshold
+    assert counter_enlargement(small, (520, 696), threshold) == DENSITY_ENLARGEMENT
+    assert counter_enlargement(threshold, (520, 696), threshold) == 1.0
+    assert counter_enlargement(0.0, (520, 696), threshold) == 1.0  # an empty map
     side = int(math.sqrt(MAX_ENLARGED_PIXELS) / DENSITY_ENLARGEMENT)
-    assert counter_enlargement(small, (side, side)) == DENSITY_ENLARGEMENT
-    assert counter_enlargement(small, (side + 1, side + 1)) == 1.0
+    assert counter_enlargement(small, (side, side), threshold) == DENSITY_ENLARGEMENT
+    assert counter_enlargement(small, (side + 1, side + 1), threshold) == 1.0
+
+
+def test_a_counter_without_a_small_density_diameter_never_enlarges():
+    assert counter_enlargement(5.0, (520, 696), None) == 1.0

@@ -101,6 +101,7 @@ def test_card_json_round_trip():
     assert again.normalization == {"method": "percentile", "low": 1.0, "high": 99.8}
     assert again.default_threshold == {"value": 0.5, "method": "simple"}
     assert again.format_version == FORMAT_VERSION and again.count_scale == 1.0
+    assert again.small_density_diameter is None  # a counter never enlarges until its threshold is measured
 
 
 def test_a_format_1_card_is_read_and_rewritten_in_the_current_format(saved):
@@ -120,7 +121,11 @@ def test_update_card_validates_before_writing(saved):
     before = card_path.read_text()
     with pytest.raises(ModelFileError, match="'count_scale' must be a positive number"):
         update_card(saved, {"count_scale": 0.0})
+    with pytest.raises(ModelFileError, match="'small_density_diameter' must be null or a positive number"):
+        update_card(saved, {"small_density_diameter": -28.0})
     assert card_path.read_text() == before
+    update_card(saved, {"small_density_diameter": 32.0})
+    assert read_card(saved).small_density_diameter == 32.0
 
 
 def test_save_rejects_card_that_does_not_rebuild_the_model(tmp_path):

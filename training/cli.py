@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "evaluate": ("training.evaluate", "score models on the validation split"),
     "calibrate-count": ("training.count_calibration", "scale a counter's counts to be right on average on training "
                                                       "images"),
+    "density-rule": ("training.density_rule", "measure below which density diameter a counter counts images "
+                                              "enlarged"),
     "score": ("training.validation", "write whole-image validation metrics into a model card"),
     "record-metrics": ("training.card_metrics", "write the validation metrics of evaluate runs into a model card"),
 }

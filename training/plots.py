@@ -14,7 +14,7 @@ import numpy as np
 
 from cellcount_cellprofiler.agreement import agreement
 
-__all__ = ["plot_f1_curve", "plot_counts", "plot_bland_altman"]
+__all__ = ["plot_f1_curve", "plot_counts", "plot_bland_altman", "plot_lines"]
 
 _MARKERS = {"kneedle": ("tab:red", "--"), "argmax": ("tab:green", ":")}
 
@@ -166,5 +166,16 @@ def plot_bland_altman(true_counts: Sequence[float], predicted: Mapping[str, Sequ
         for limit in (result.lower_limit, result.upper_limit):
             axes.axhline(limit, color=color, linewidth=1, linestyle=":")
     _label(axes, "mean of predicted and true count", "predicted - true", title)
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_lines(x: Sequence[float], curves: Mapping[str, Sequence[float | None]], path, *, xlabel: str, ylabel: str,
+               title: str) -> Path:
+    """One line with markers per named curve over the same `x` (None: no point there)."""
+    figure, axes = _figure()
+    for name, values in curves.items():
+        axes.plot(x, [np.nan if value is None else value for value in values], marker="o", label=name)
+    _label(axes, xlabel, ylabel, title)
     axes.legend(fontsize="small")
     return _save(figure, path)

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-#: 2 (2026-12-03) added ``count_scale``.
-FORMAT_VERSION = 2
+#: 2 (2026-12-03) added ``count_scale``; 3 (2026-12-03) ``small_density_diameter``.
+FORMAT_VERSION = 3
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 SAVE_DTYPES = ("float16", "bfloat16", "float32")
 KINDS = ("segmenter", "counter")
@@ -59,6 +59,10 @@ class ModelCard:
     count_scale : float
         Counters: their raw count is multiplied by this (calibrated on training images by
         ``cellcount-train calibrate-count``; 1.0: not calibrated).
+    small_density_diameter : float or None
+        Density counters: where the image's density map spreads a cell over less than this diameter (pixels,
+        :func:`cellcount_core.running.cell_scale.density_diameter`), its cells are smaller than the counter counts
+        well and it counts the image enlarged (measured by ``python -m training.density_rule``). None: never.
     training, metrics : dict
         Training data, command, seed and split; validation numbers.
     description : str
@@ -78,6 +82,7 @@ class ModelCard:
     diameter_band: list | None = None
     default_threshold: dict = field(default_factory=lambda: {"value": 0.5, "method": "simple"})
     count_scale: float = 1.0
+    small_density_diameter: float | None = None
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     description: str = ""
@@ -145,6 +150,9 @@ class ModelCard:
             fail("default_threshold", 'an object with a "value" between 0 and 1')
         if not (_is_number(self.count_scale) and 0.0 < self.count_scale < float("inf")):
             fail("count_scale", "a positive number")
+        if self.small_density_diameter is not None and not (_is_number(self.small_density_diameter)
+                                                            and self.small_density_diameter > 0):
+            fail("small_density_diameter", "null or a positive number of pixels")
         if self.input_size is not None and not _is_pair(self.input_size, int, positive=True):
             fail("input_size", "null or [height, width] positive integers")
         for name in ("diameter_range", "diameter_band"):

@@ -20,7 +20,7 @@ import numpy as np
 
 from cellcount_core.objects.diameter import estimate_diameter
 
-__all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SMALL_DENSITY_DIAMETER", "SPECK_RATIO", "aimed_at_band",
+__all__ = ["CellScale", "MIN_REDUCED_CELLS", "PROBE_FACTORS", "SPECK_RATIO", "aimed_at_band",
            "breaks_up_when_enlarged", "cell_scale", "counter_enlargement", "density_diameter",
            "diameter_in_probability", "is_below_band", "is_fragmented", "is_specks", "predict_at_cell_scale",
            "probe_diameter", "resize_image", "scale_factor"]
@@ -68,15 +68,8 @@ MAX_CHECKED_PIXELS = 2**24
 #: segmenter: DSB2018 validation images 6.2 px and up (3.5 and up reduced x0.5), BBBC005 26 px and up; background
 #: crops of DSB2018 images with sparse photon noise 0.9-3.3 px (up to 329 specks in a field).
 SPECK_RATIO = 0.5
-#: A density counter spreads each cell's unit mass over this many pixels' diameter or fewer
-#: (:func:`density_diameter`) only on cells smaller than it counts well; it then runs on the image enlarged
-#: :data:`DENSITY_ENLARGEMENT` times. The counter spreads mass wider than the cells (2-3 times their diameter).
-#: Measured with the bundled counter (per-image density diameters): DSB2018 validation images 26-55 px at their
-#: own size and 25-39 px reduced x0.5; BBBC005 42-63 and 29-45 px; the StarDist example 34 and 27 px. Of the rules
-#: tried on DSB2018 (78 validation and 80 training images, each at x0.5 and x1), BBBC005 (48) and the StarDist
-#: example (thresholds 28-36 px, factors 1.5-2.5), this one halves the counter's error at x0.5 (MAPE 29 -> 16 %)
-#: and changes it by at most 0.1 point at x1, where it enlarges 4-5 of 78-80 DSB2018 images and no BBBC005 one.
-SMALL_DENSITY_DIAMETER = 28.0
+#: A density counter counts an image enlarged this many times where its own density map says the cells are
+#: smaller than it counts well (:func:`counter_enlargement`, the card's ``small_density_diameter``).
 DENSITY_ENLARGEMENT = 2.0
 #: An image is enlarged for the counter only while the enlarged copy stays within this many pixels.
 MAX_ENLARGED_PIXELS = 2**26
@@ -187,12 +180,13 @@ def density_diameter(total: float, sum_of_squares: float) -> float:
     return math.sqrt(4.0 * total / (math.pi * sum_of_squares))
 
 
-def counter_enlargement(diameter: float, shape: tuple[int, int]) -> float:
+def counter_enlargement(diameter: float, shape: tuple[int, int], small_diameter: float | None) -> float:
     """The factor a density counter's input is enlarged by, given its :func:`density_diameter` on an image of
-    `shape` (H, W): :data:`DENSITY_ENLARGEMENT` below :data:`SMALL_DENSITY_DIAMETER` (an empty map, 0.0, never),
-    while the enlarged image stays within :data:`MAX_ENLARGED_PIXELS`; else 1.0."""
+    `shape` (H, W) and its card's `small_diameter`: :data:`DENSITY_ENLARGEMENT` below `small_diameter` (an empty
+    map, 0.0, never; a counter without one, never), while the enlarged image stays within
+    :data:`MAX_ENLARGED_PIXELS`; else 1.0."""
     enlarged_pixels = shape[0] * shape[1] * DENSITY_ENLARGEMENT**2
-    if 0.0 < diameter < SMALL_DENSITY_DIAMETER and enlarged_pixels <= MAX_ENLARGED_PIXELS:
+    if small_diameter and 0.0 < diameter < small_diameter and enlarged_pixels <= MAX_ENLARGED_PIXELS:
         return DENSITY_ENLARGEMENT
     return 1.0
 
