@@ -255,3 +255,9 @@ def test_the_counter_enlarges_only_small_cells_within_the_size_limit():
 
 def test_a_counter_without_a_small_density_diameter_never_enlarges():
     assert counter_enlargement(5.0, (520, 696), None) == 1.0
+
+
+def test_cells_the_probes_measured_are_not_enlarged_past_the_counters_band():
+    assert counter_enlargement(30.0, (520, 696), 38.0, cell_diameter=60.0, largest=48.0) == 1.0  # BBBC005 bodies
+    assert counter_enlargement(30.0, (520, 696), 38.0, cell_diameter=20.0, largest=48.0) == DENSITY_ENLARGEMENT
+    assert counter_enlargement(30.0, (520, 696), 38.0, cell_diameter=0.0, largest=48.0) == DENSITY_ENLARGEMENT

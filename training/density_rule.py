@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 from unittest import mock
 
@@ -34,21 +35,22 @@ def measure_image(image: np.ndarray, model, segmenter="default", device="Auto") 
     """The density diameter the counter's enlargement rule sees on `image` and the two counts it chooses between.
 
     Returns ``{"diameter", "count", "enlarged_count"}``: the count as DeepCount gives it with the rule off, and
-    the count of the image enlarged; ``diameter`` is None (and ``enlarged_count`` the count) where the rule is
-    not reached, because the segmenter's probes resize the image or find an empty field.
+    the count of the image enlarged; ``diameter`` is None (and ``enlarged_count`` the count) where no threshold
+    would enlarge it: the segmenter's probes resize the image, find an empty field or measure cells too large to
+    enlarge, or the enlarged image would be too large.
     """
     from cellcount_core.running import inference
-    from cellcount_core.running.cell_scale import DENSITY_ENLARGEMENT, resize_image
+    from cellcount_core.running.cell_scale import DENSITY_ENLARGEMENT, counter_enlargement, resize_image
 
     seen = []
 
-    def never_enlarge(diameter, shape, small_diameter):
-        seen.append(diameter)
+    def never_enlarge(diameter, shape, small_diameter, cell_diameter, largest):
+        seen.append(diameter if counter_enlargement(diameter, shape, math.inf, cell_diameter, largest) > 1 else None)
         return 1.0
 
     with mock.patch.object(inference, "counter_enlargement", never_enlarge):
         count, _ = inference.predict_count_at_cell_scale(image, model, device=device, segmenter=segmenter)
-    if not seen:
+    if not seen or seen[0] is None:
         return {"diameter": None, "count": count, "enlarged_count": count}
     enlarged = inference.predict_count(resize_image(image, DENSITY_ENLARGEMENT), model, device=device)
     return {"diameter": seen[0], "count": count, "enlarged_count": enlarged}

@@ -180,13 +180,21 @@ def density_diameter(total: float, sum_of_squares: float) -> float:
     return math.sqrt(4.0 * total / (math.pi * sum_of_squares))
 
 
-def counter_enlargement(diameter: float, shape: tuple[int, int], small_diameter: float | None) -> float:
+def counter_enlargement(diameter: float, shape: tuple[int, int], small_diameter: float | None,
+                        cell_diameter: float = 0.0, largest: float = math.inf) -> float:
     """The factor a density counter's input is enlarged by, given its :func:`density_diameter` on an image of
     `shape` (H, W) and its card's `small_diameter`: :data:`DENSITY_ENLARGEMENT` below `small_diameter` (an empty
     map, 0.0, never; a counter without one, never), while the enlarged image stays within
-    :data:`MAX_ENLARGED_PIXELS`; else 1.0."""
+    :data:`MAX_ENLARGED_PIXELS`; else 1.0.
+
+    Never where the segmenter's probes measured the cells (`cell_diameter` > 0) and enlarged they would be wider
+    than `largest`, the counter band's upper end: BBBC005's cell bodies (60-66 px) give a few images a density as
+    tight as small nuclei, and enlarged they count three times over.
+    """
     enlarged_pixels = shape[0] * shape[1] * DENSITY_ENLARGEMENT**2
-    if small_diameter and 0.0 < diameter < small_diameter and enlarged_pixels <= MAX_ENLARGED_PIXELS:
+    too_large = cell_diameter * DENSITY_ENLARGEMENT > largest
+    if small_diameter and 0.0 < diameter < small_diameter and enlarged_pixels <= MAX_ENLARGED_PIXELS \
+            and not too_large:
         return DENSITY_ENLARGEMENT
     return 1.0
 

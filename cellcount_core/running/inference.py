@@ -529,7 +529,8 @@ def _count_small_cells_enlarged(image, scale, card, count_options):
     """The count of an image at its own size, or of the image enlarged where the counter's density map says its
     cells are smaller than it counts well (`cell_scale.counter_enlargement`)."""
     total, squares = _density_sums(image, **count_options)
-    factor = counter_enlargement(density_diameter(total, squares), image.shape[:2], card.small_density_diameter)
+    factor = counter_enlargement(density_diameter(total, squares), image.shape[:2], card.small_density_diameter,
+                                 scale.diameter, card.diameter_band[1])
     if factor == 1.0:
         return _calibrated(total, card), scale
     count_options.pop("noise", None)  # the enlarged image's own noise is measured
