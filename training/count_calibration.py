@@ -98,16 +98,22 @@ def read_samples(specs: list[str], split: str, limit: int | None) -> list:
     return samples
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``cellcount-train calibrate-count``."""
+def add_counting_arguments(parser: argparse.ArgumentParser, purpose: str, limit: int) -> None:
+    """The options of a command that counts training images with a counter: model, data, split, limit, segmenter
+    and device; `purpose` ends the split's help ("images to ...") and `limit` is the default per data set."""
     parser.add_argument("--model", required=True, help="counter model file (X, X.json or X.safetensors)")
     parser.add_argument("--data", action="append", required=True, metavar="KIND=PATH",
                         help="bbbc005=PATH or dsb2018=PATH (repeatable)")
     parser.add_argument("--split", choices=("train", "val", "all"), default="train",
-                        help="images to calibrate on (default: the training split, so that validation stays unseen)")
-    parser.add_argument("--limit", type=int, default=200, help="images per data set, evenly spaced (default 200)")
+                        help=f"images to {purpose} (default: the training split, so that validation stays unseen)")
+    parser.add_argument("--limit", type=int, default=limit, help=f"images per data set, evenly spaced (default {limit})")
     parser.add_argument("--segmenter", default="default", help="segmenter whose probes choose the cell size")
     parser.add_argument("--device", default="Auto", help="Auto, CPU or GPU")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``cellcount-train calibrate-count``."""
+    add_counting_arguments(parser, "calibrate on", limit=200)
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for counts.csv, calibration.json and bland_altman.png")
     parser.add_argument("--dry-run", action="store_true", help="report the scale without rewriting the card")

@@ -23,7 +23,7 @@ from unittest import mock
 import numpy as np
 from tqdm import tqdm
 
-from .count_calibration import read_samples
+from .count_calibration import add_counting_arguments, read_samples
 
 __all__ = ["THRESHOLDS", "measure_image", "measure_samples", "rule_table", "add_arguments", "run"]
 
@@ -120,18 +120,11 @@ def _write_outputs(rows: list[dict], table: list[dict], out: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``cellcount-train density-rule``."""
-    parser.add_argument("--model", required=True, help="density counter model file (X, X.json or X.safetensors)")
-    parser.add_argument("--data", action="append", required=True, metavar="KIND=PATH",
-                        help="bbbc005=PATH or dsb2018=PATH (repeatable)")
-    parser.add_argument("--split", choices=("train", "val", "all"), default="train",
-                        help="images to measure on (default: the training split, so that validation stays unseen)")
-    parser.add_argument("--limit", type=int, default=80, help="images per data set, evenly spaced (default 80)")
+    add_counting_arguments(parser, "measure on", limit=80)
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES),
                         help="resize factors of the images (default 0.5 1)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
                         help="candidate thresholds in pixels")
-    parser.add_argument("--segmenter", default="default", help="segmenter whose probes choose the cell size")
-    parser.add_argument("--device", default="Auto", help="Auto, CPU or GPU")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for per_image.csv, rule.md and mape_by_threshold.png")
     parser.add_argument("--choose", type=float, default=None, metavar="PIXELS",
