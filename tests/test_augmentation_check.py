@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.data
 
 
-def test_empty_crops_are_what_the_bundled_counter_counts_wrong(shared_data):
+def test_the_bundled_counter_trained_on_empty_crops_counts_them_as_empty(shared_data):
     from cellcount_core.models.bundled import DEFAULT_COUNTER, resolve_model
     from cellcount_core.models.model_files import load_model
     from training.augmentation_check import NO_INTENSITY, PLAIN, count_errors
@@ -20,7 +20,8 @@ def test_empty_crops_are_what_the_bundled_counter_counts_wrong(shared_data):
     empty = count_errors(model, records, replace(PLAIN, negative_p=1.0), NO_INTENSITY)
     assert clean["crops"] == empty["crops"] == 12
     assert clean["absolute %"] < 25.0  # 8.3 % on 480 crops
-    assert empty["signed %"] > 100.0  # noise stretched to full contrast and out-of-focus fields, counted as cells
+    # counter v5, trained without empty crops, counted noise stretched to full contrast as cells (over 100 %)
+    assert abs(empty["signed %"]) < 10.0
 
 
 def test_the_check_prints_one_row_per_augmentation(shared_data, capsys):
