@@ -29,10 +29,11 @@ def bundled_models():
 
 @pytest.fixture(scope="module")
 def library_counts(bundled_models, synthetic_images):
-    """{file name: (objects, regression count)} from cellcount_core itself, on the same files, in this process."""
+    """{file name: (objects, regression count)} from cellcount_core itself, on the same files, in this process
+    (cell size Automatic, as the pipelines run DeepSegment and DeepCount)."""
     import imageio.v3 as iio
 
-    from cellcount_core.running.inference import predict_count
+    from cellcount_core.running.inference import predict_count_at_cell_scale
     from cellcount_core.objects.segmentation import segment_image
 
     folder, true_counts = synthetic_images
@@ -40,7 +41,7 @@ def library_counts(bundled_models, synthetic_images):
     for name in true_counts:
         image = iio.imread(folder / name)
         counts[name] = (segment_image(image, model="nuclei-segmenter", device="CPU").count,
-                        predict_count(image, model="nuclei-counter", device="CPU"))
+                        predict_count_at_cell_scale(image, model="nuclei-counter", device="CPU")[0])
     return counts
 
 
