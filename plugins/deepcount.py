@@ -39,7 +39,9 @@ reduced only where they are larger than the counter's own band (8-48 pixels for 
 blurred nuclei of about 40 pixels best at their own size). *Automatic* also checks the counter's own
 density map where the image kept its size: where the map says the nuclei are smaller than the counter
 counts well (as on many DSB2018 images reduced to half their size), the image is counted again enlarged x2.
-Those images take about five times the counter's time (the second pass has four times the pixels); the check
+The limit is the counter's own, in its model card (small_density_diameter: 38 pixels of the map's measure for
+the bundled counter; a counter whose card has none is never enlarged), and cells the segmentation network
+measured as large are never enlarged past the counter's band. Those images take about five times the counter's time (the second pass has four times the pixels); the check
 itself costs nothing more.
 Images of more than 16.8 million pixels (4096 x 4096) are not enlarged, to bound the memory used."""
 
