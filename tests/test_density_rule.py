@@ -30,6 +30,18 @@ def test_images_without_cells_are_left_out_of_the_error():
     assert rule_table(rows, thresholds=(30.0,))[1]["bbbc005 x1 MAPE"] == 10.0
 
 
+def test_the_command_refuses_a_counter_that_reads_masks(tmp_path):
+    from cellcount_core.models.model_files import ModelCard
+    from training.cli import main as train_main
+
+    card = ModelCard(name="dcc", kind="counter", architecture="dcc_counter", input="mask", input_size=[64, 64])
+    (tmp_path / "dcc.json").write_text(card.to_json(), encoding="utf-8")
+    with pytest.raises(ValueError, match="dcc.json is a dcc_counter counter; density-rule needs a density counter"):
+        train_main(["density-rule", "--model", str(tmp_path / "dcc.json"), "--data", "dsb2018=unused",
+                    "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.data
 def test_the_command_measures_and_writes_the_chosen_threshold(shared_data, tmp_path):
     import shutil
