@@ -100,7 +100,8 @@ def rule_table(rows: list[dict], thresholds=THRESHOLDS) -> list[dict]:
     return table
 
 
-def _write_outputs(rows: list[dict], table: list[dict], out: Path) -> None:
+def _write_outputs(rows: list[dict], table: list[dict], out: Path) -> str:
+    """Write per_image.csv, rule.md and the plot into `out`; return the table as Markdown."""
     from training.evaluate import markdown_table
     from training.plots import plot_lines
 
@@ -109,13 +110,15 @@ def _write_outputs(rows: list[dict], table: list[dict], out: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "rule.md").write_text(markdown_table(table), encoding="utf-8")
+    markdown = markdown_table(table)
+    (out / "rule.md").write_text(markdown, encoding="utf-8")
     measured = [entry for entry in table if entry["threshold"] != "off"]
     curves = {name.removesuffix(" MAPE"): [entry[name] for entry in measured]
               for name in table[0] if name.endswith("MAPE")}
     plot_lines([entry["threshold"] for entry in measured], curves, out / "mape_by_threshold.png",
                xlabel="small density diameter (px)", ylabel="counter MAPE (%)",
                title="Counting error if images below the threshold are counted enlarged")
+    return markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,11 +146,11 @@ def run(args: argparse.Namespace) -> str:
         raise ValueError(f"--data {' '.join(args.data)} has no {args.split} images to measure.")
     rows = measure_samples(samples, args.model, args.scales, args.segmenter, args.device)
     table = rule_table(rows, args.thresholds)
-    _write_outputs(rows, table, args.out)
+    markdown = _write_outputs(rows, table, args.out)
     summary = {"table": table, "data": args.data, "split": args.split, "images": len(samples),
                "command": getattr(args, "command_line", None)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     if args.choose is not None:
         update_card(args.model, {"small_density_diameter": args.choose},
                     {"small_density_rule": {**summary, "chosen": args.choose}})
-    return (args.out / "rule.md").read_text(encoding="utf-8")
+    return markdown
