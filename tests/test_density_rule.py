@@ -74,3 +74,8 @@ def test_the_command_measures_and_writes_the_chosen_threshold(shared_data, tmp_p
     assert measured["diameter"] and float(measured["diameter"]) < 60.0
     count, scale = predict_count_at_cell_scale(reduced, model)
     assert scale.factor == 2.0 and count == pytest.approx(float(measured["enlarged_count"]), abs=1e-3)
+    assert scale.density_diameter == pytest.approx(float(measured["diameter"]), abs=1e-3)
+    # with the rule off, the image is counted at its own size and the diameter the rule would see is reported
+    own_count, own_scale = predict_count_at_cell_scale(reduced, model, enlarge_small_cells=False)
+    assert own_scale.factor == 1.0 and own_count == pytest.approx(float(measured["count"]), abs=1e-3)
+    assert own_scale.density_diameter == scale.density_diameter

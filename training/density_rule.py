@@ -18,7 +18,6 @@ import csv
 import json
 import math
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 from tqdm import tqdm
@@ -42,18 +41,13 @@ def measure_image(image: np.ndarray, model, segmenter="default", device="Auto") 
     from cellcount_core.running import inference
     from cellcount_core.running.cell_scale import DENSITY_ENLARGEMENT, counter_enlargement, resize_image
 
-    seen = []
-
-    def never_enlarge(diameter, shape, small_diameter, cell_diameter, largest):
-        seen.append(diameter if counter_enlargement(diameter, shape, math.inf, cell_diameter, largest) > 1 else None)
-        return 1.0
-
-    with mock.patch.object(inference, "counter_enlargement", never_enlarge):
-        count, _ = inference.predict_count_at_cell_scale(image, model, device=device, segmenter=segmenter)
-    if not seen or seen[0] is None:
+    count, scale = inference.predict_count_at_cell_scale(image, model, device=device, segmenter=segmenter,
+                                                         enlarge_small_cells=False)
+    largest = inference.get_model(model, device, default=inference.DEFAULT_COUNTER)[1].diameter_band[1]
+    if counter_enlargement(scale.density_diameter, image.shape[:2], math.inf, scale.diameter, largest) == 1.0:
         return {"diameter": None, "count": count, "enlarged_count": count}
     enlarged = inference.predict_count(resize_image(image, DENSITY_ENLARGEMENT), model, device=device)
-    return {"diameter": seen[0], "count": count, "enlarged_count": enlarged}
+    return {"diameter": scale.density_diameter, "count": count, "enlarged_count": enlarged}
 
 
 def measure_samples(samples, model, scales=SCALES, segmenter="default", device="Auto") -> list[dict]:

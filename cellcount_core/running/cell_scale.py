@@ -86,10 +86,14 @@ class CellScale:
     diameter : float
         Typical cell diameter in pixels of the original image (0.0 when no cell was found; the given value for
         a manual diameter).
+    density_diameter : float
+        For a density counter run at the image's own size on Automatic: the :func:`density_diameter` of its map,
+        which decides whether the image is counted enlarged (0.0 when not measured).
     """
 
     factor: float
     diameter: float
+    density_diameter: float = 0.0
 
 
 def scale_factor(diameter: float, band: tuple[float, float]) -> float:

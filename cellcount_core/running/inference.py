@@ -471,7 +471,8 @@ def predict_probability_at_cell_scale(image, model="default", device="Auto", til
 
 
 def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", tile_size="auto", overlap=None,
-                                batch_size=None, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER):
+                                batch_size=None, progress=False, cell_size="auto", segmenter=DEFAULT_SEGMENTER,
+                                enlarge_small_cells=True):
     """`predict_count` with the image resized so that its cells fall in the counter's diameter band.
 
     With ``cell_size="auto"``, the segmenter measures the cell size and decides whether to reduce
@@ -494,11 +495,15 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
         As in `predict_probability_at_cell_scale`.
     segmenter : str or pathlib.Path
         The segmentation model whose probes estimate the diameter.
+    enlarge_small_cells : bool
+        Apply the card's ``small_density_diameter`` rule (the default); False counts at the image's own size
+        and still reports the density diameter (`cellcount-train density-rule` measures the rule so).
 
     Returns
     -------
     count : float
     scale : CellScale
+        With the counter's ``density_diameter`` where it counted at the image's own size on Automatic.
     """
     diameter = parse_cell_size(cell_size)
     _, card = get_model(model, device, default=DEFAULT_COUNTER)
@@ -519,19 +524,21 @@ def predict_count_at_cell_scale(image, model=DEFAULT_COUNTER, device="Auto", til
                     and is_below_band(CellScale(1.0, diameter_in_probability(run(image), threshold)), band):
                 return 0.0, scale
         if scale.factor == 1.0:
-            return _count_small_cells_enlarged(image, scale, card, count_options)
+            return _count_small_cells_enlarged(image, scale, card, count_options, enlarge_small_cells)
     else:
         scale = CellScale(scale_factor(diameter, tuple(card.diameter_band)), diameter)
     return predict_count(resize_image(image, scale.factor), **count_options), scale
 
 
-def _count_small_cells_enlarged(image, scale, card, count_options):
-    """The count of an image at its own size, or of the image enlarged where the counter's density map says its
-    cells are smaller than it counts well (`cell_scale.counter_enlargement`)."""
+def _count_small_cells_enlarged(image, scale, card, count_options, enlarge=True):
+    """The count of an image at its own size, or (`enlarge`) of the image enlarged where the counter's density map
+    says its cells are smaller than it counts well (`cell_scale.counter_enlargement`), with the density diameter."""
     total, squares = _density_sums(image, **count_options)
-    factor = counter_enlargement(density_diameter(total, squares), image.shape[:2], card.small_density_diameter,
-                                 scale.diameter, card.diameter_band[1])
+    measured = CellScale(scale.factor, scale.diameter, density_diameter(total, squares))
+    factor = counter_enlargement(measured.density_diameter, image.shape[:2], card.small_density_diameter,
+                                 scale.diameter, card.diameter_band[1]) if enlarge else 1.0
     if factor == 1.0:
-        return _calibrated(total, card), scale
+        return _calibrated(total, card), measured
     count_options.pop("noise", None)  # the enlarged image's own noise is measured
-    return predict_count(resize_image(image, factor), **count_options), CellScale(factor, scale.diameter)
+    enlarged = CellScale(factor, scale.diameter, measured.density_diameter)
+    return predict_count(resize_image(image, factor), **count_options), enlarged
