@@ -145,8 +145,6 @@ def plot_bland_altman(true_counts: Sequence[float], predicted: Mapping[str, Sequ
         Output image file.
     title : str
         Axes title.
-    symlog : bool
-        Predicted counts on a symmetric log axis (linear below 1), where some methods over-split a hundredfold.
 
     Returns
     -------
