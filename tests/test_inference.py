@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cellcount_core.running.inference import (  # noqa: E402
+    COUNTER_BORDER,
     SEGMENTER_BORDER,
     InferenceError,
     clear_model_cache,
@@ -265,10 +266,12 @@ def test_density_counter_tiled_sum_equals_the_whole_image_sum(tmp_path):
     weights, model = save(tmp_path, "density", "counter", "density_counter", {"base_filters": 4, "depth": 2},
                           weight_scale=2.0)
     image = sample_image((150, 170))
-    expected = whole_image_output(model, normalize_percentile(image)[None]).sum(dtype=np.float64)
+    expected = whole_image_output(model, normalize_percentile(image)[None], COUNTER_BORDER).sum(dtype=np.float64)
     # receptive-field radius 22 px: overlap 48 leaves margins of 24 px
     count = predict_count(image, weights, "CPU", tile_size=96, overlap=48, batch_size=5)
     assert count == pytest.approx(expected, rel=1e-5)
+    unmirrored = whole_image_output(model, normalize_percentile(image)[None]).sum(dtype=np.float64)
+    assert abs(unmirrored / expected - 1) > 1e-4  # guard: the mirrored border changes the sum
     seamed = predict_count(image, weights, "CPU", tile_size=64, overlap=0)
     assert abs(seamed / expected - 1) > 1e-4
 
