@@ -53,7 +53,8 @@ def test_stardist_example_counts_hold_from_half_to_four_times_the_size(stardist)
         assert counts[factor] == pytest.approx(STARDIST_NUCLEI, rel=0.12 if factor < 1 else 0.07), counts
         if factor >= 1:
             assert counts[factor] == pytest.approx(counts[1.0], rel=0.06), counts
-        assert regression[factor] == pytest.approx(STARDIST_NUCLEI, rel=0.3), regression
+        # the counter with its mirrored border (2026-12-03): 120.8, 119.5, 119.5, 123.9, 123.9 (v5: 110-116)
+        assert regression[factor] == pytest.approx(STARDIST_NUCLEI, rel=0.07), regression
 
 
 @pytest.mark.parametrize("relative_path, truth, factor", [
